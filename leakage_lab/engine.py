@@ -1,0 +1,252 @@
+"""One optimisation engine that every attack runs on.
+
+An attack is a loss over *variables* (a pytree: dummy images, perhaps label logits),
+given fixed *data* (the observed update, the weights). The engine minimises it with an
+optax optimiser in jitted chunks of up to ``chunk`` steps (a ``lax.while_loop``), and
+between chunks hands a :class:`Frame` to an optional callback, so a widget can animate
+the reconstruction while the same code runs on CPU or GPU.
+
+It keeps the iterate with the lowest loss, stops early once the loss falls to ``tol``,
+and stops on a non-finite loss, keeping the best iterate so far and saying so.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+__all__ = ["AttackResult", "Frame", "Outcome", "minimize"]
+
+RUNNING, CONVERGED, NONFINITE = 0, 1, 2
+
+
+class Frame(NamedTuple):
+    """A snapshot handed to the callback between chunks.
+
+    Attributes:
+        step: optimiser steps taken so far.
+        loss: the attack's loss at the current iterate.
+        best_loss: lowest loss seen so far.
+        images: the current reconstruction (numpy, clipped to [0, 1]).
+        total_steps: the step budget.
+    """
+
+    step: int
+    loss: float
+    best_loss: float
+    images: np.ndarray
+    total_steps: int
+
+
+class Outcome(NamedTuple):
+    """What the engine returns: the best variables and the run's record."""
+
+    variables: Any
+    losses: np.ndarray
+    best_loss: float
+    best_step: int
+    steps: int
+    status: str
+    message: str
+    frames: list[Frame]
+    seconds: float
+    compile_seconds: float
+
+
+class AttackResult(NamedTuple):
+    """The result of an attack.
+
+    Attributes:
+        images: the reconstruction (best iterate by the attack's own loss), ``[N, H, W, C]``.
+        labels: recovered labels: a distribution ``[N, K]`` when they were optimised,
+            the given class indices ``[N]`` otherwise.
+        losses: the attack's loss at every step run.
+        best_loss: loss of the returned iterate.
+        best_step: step at which it was reached.
+        steps: steps run (fewer than asked when it converged or stopped).
+        status: ``"converged"``, ``"budget"`` (ran all steps) or ``"non-finite"``.
+        message: one sentence saying how the run ended.
+        frames: snapshots taken between chunks (for scrubbing through the run).
+        seconds: wall time of the optimisation, compilation excluded.
+        compile_seconds: time spent compiling (0 when the compiled code was reused).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    losses: np.ndarray
+    best_loss: float
+    best_step: int
+    steps: int
+    status: str
+    message: str
+    frames: list[Frame]
+    seconds: float
+    compile_seconds: float
+
+
+class _State(NamedTuple):
+    variables: Any
+    opt_state: Any
+    best_variables: Any
+    best_loss: jax.Array
+    best_step: jax.Array
+    step: jax.Array
+    losses: jax.Array
+    count: jax.Array
+    status: jax.Array
+
+
+def _uses_linesearch(opt_state) -> bool:
+    try:
+        optax.tree_utils.tree_get(opt_state, "value")
+        return True
+    except (KeyError, ValueError):
+        return False
+
+
+def _make_chunk(loss_fn, optimizer, project, tol, linesearch):
+    """Builds the jitted function that runs up to ``limit`` optimiser steps."""
+
+    def run_chunk(state: _State, data, limit):
+        def value(v):
+            return loss_fn(v, data)
+
+        def body(s: _State) -> _State:
+            if linesearch:
+                loss, grad = optax.value_and_grad_from_state(value)(s.variables,
+                                                                    state=s.opt_state)
+            else:
+                loss, grad = jax.value_and_grad(value)(s.variables)
+            finite = jnp.isfinite(loss)
+            better = finite & (loss < s.best_loss)
+            best = jax.tree.map(lambda a, b: jnp.where(better, a, b), s.variables,
+                                s.best_variables)
+            updates, opt_state = optimizer.update(
+                grad, s.opt_state, s.variables, value=loss, grad=grad, value_fn=value
+            )
+            variables = optax.apply_updates(s.variables, updates)
+            if project is not None:
+                variables = project(variables)
+            status = jnp.where(~finite, NONFINITE, jnp.where(loss <= tol, CONVERGED, RUNNING))
+            # A step that failed or converged leaves the iterate where it was.
+            keep = status != RUNNING
+            variables = jax.tree.map(lambda a, b: jnp.where(keep, a, b), s.variables, variables)
+            return _State(
+                variables, opt_state, best,
+                jnp.where(better, loss, s.best_loss), jnp.where(better, s.step, s.best_step),
+                s.step + jnp.where(keep, 0, 1), s.losses.at[s.count].set(loss), s.count + 1,
+                status,
+            )
+
+        state = state._replace(count=jnp.zeros((), jnp.int32),
+                               losses=jnp.full_like(state.losses, jnp.nan))
+        return jax.lax.while_loop(
+            lambda s: (s.count < limit) & (s.status == RUNNING), body, state
+        )
+
+    return jax.jit(run_chunk)
+
+
+_COMPILED: dict = {}
+
+
+def _signature(tree):
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves)
+
+
+def _compiled_chunk(loss_fn, optimizer, chunk, project, tol, state, data, limit):
+    """Compiles (once per loss, optimiser and shapes) and returns (executable, seconds)."""
+    key = (loss_fn, optimizer, chunk, project, float(tol), _signature(state), _signature(data))
+    if key in _COMPILED:
+        return _COMPILED[key], 0.0
+    start = time.perf_counter()
+    jitted = _make_chunk(loss_fn, optimizer, project, tol, _uses_linesearch(state.opt_state))
+    compiled = jitted.lower(state, data, limit).compile()
+    if len(_COMPILED) > 64:
+        _COMPILED.clear()
+    _COMPILED[key] = compiled
+    return compiled, time.perf_counter() - start
+
+
+def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransformation, *,
+             steps: int, chunk: int = 50, tol: float = 0.0, project: Callable | None = None,
+             to_images: Callable = lambda v: v["images"], callback: Callable | None = None,
+             ) -> Outcome:
+    """Minimises ``loss_fn(variables, data)`` over ``variables`` with ``optimizer``.
+
+    Args:
+        loss_fn: ``(variables, data) -> scalar``. Pass the same function object to reuse
+            the compiled code (the attacks keep theirs in a cache).
+        variables: the initial pytree to optimise.
+        data: a pytree of fixed arrays (observed update, weights, labels...).
+        optimizer: an optax transformation. Line-search optimisers (``optax.lbfgs``)
+            get the loss function and reuse the line search's last value and gradient.
+        steps: the step budget.
+        chunk: steps per jitted call; the callback runs between chunks.
+        tol: stop once the loss is at or below this value.
+        project: optional map applied after each step (e.g. clip images to [0, 1]).
+        to_images: extracts the images from ``variables`` for frames.
+        callback: ``callback(frame)`` after each chunk, and once at the start.
+    """
+    if steps < 1 or chunk < 1:
+        raise ValueError(f"steps and chunk must be >= 1, got steps={steps}, chunk={chunk}.")
+    chunk = min(chunk, steps)
+    variables = jax.tree.map(jnp.asarray, variables)
+    inf = jnp.asarray(jnp.inf, jnp.float32)
+    zero = jnp.zeros((), jnp.int32)
+    state = _State(variables, optimizer.init(variables), variables, inf, zero, zero,
+                   jnp.zeros((chunk,), jnp.float32), zero, zero)
+    limit = jnp.asarray(chunk, jnp.int32)
+    run, compile_seconds = _compiled_chunk(loss_fn, optimizer, chunk, project, tol, state,
+                                           data, limit)
+
+    def frame(s, loss):
+        images = np.clip(np.asarray(to_images(s.variables)), 0.0, 1.0)
+        return Frame(int(s.step), loss, float(s.best_loss), images, steps)
+
+    frames = [frame(state, float("nan"))]
+    if callback is not None:
+        callback(frames[0])
+    losses: list[np.ndarray] = []
+    start = time.perf_counter()
+    done = 0
+    while done < steps:
+        limit = jnp.asarray(min(chunk, steps - done), jnp.int32)
+        state = run(state, data, limit)
+        count = int(state.count)
+        chunk_losses = np.asarray(state.losses[:count])
+        losses.append(chunk_losses)
+        done += count
+        status = int(state.status)
+        if status != RUNNING or done >= steps:
+            # The last frame shows the iterate that is returned: the best one.
+            state = state._replace(variables=state.best_variables)
+        frames.append(frame(state, float(chunk_losses[-1]) if count else float("nan")))
+        if callback is not None:
+            callback(frames[-1])
+        if status != RUNNING:
+            break
+    seconds = time.perf_counter() - start
+    losses_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
+    best_loss, best_step = float(state.best_loss), int(state.best_step)
+    if status == NONFINITE:
+        name = "non-finite"
+        message = (f"Stopped: the loss became non-finite at step {done}; kept the best "
+                   f"iterate (step {best_step}, loss {best_loss:.3g}).")
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    elif status == CONVERGED:
+        name = "converged"
+        message = f"Converged: loss {best_loss:.3g} <= tol {tol:g} after {best_step} steps."
+    else:
+        name = "budget"
+        message = f"Ran all {done} steps; best loss {best_loss:.3g} at step {best_step}."
+    return Outcome(state.best_variables, losses_arr, best_loss, best_step, done, name, message,
+                   frames, seconds, compile_seconds)

@@ -1,0 +1,271 @@
+"""Federated learning, simulated: FedSGD gradients, FedAvg client updates, a server loop.
+
+What a client sends decides what leaks:
+
+* **FedSGD**: the mean cross-entropy gradient of one batch, ``gradient(...)``.
+* **FedAvg**: the weights after ``epochs`` passes of local SGD over random batches of
+  ``batch_size`` (Dimitrov et al., TMLR 2022, Algorithm 1), ``client_update(...)``. The
+  server sees only the final weights, never the intermediate ones.
+
+``train`` is the FedAvg server loop (McMahan et al., AISTATS 2017): each round it picks
+clients, runs their updates from the current weights and averages the results,
+weighted by the clients' sample counts.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from leakage_lab import trees
+from leakage_lab.models import Model, check_images
+
+__all__ = [
+    "ClientRun",
+    "TrainResult",
+    "accuracy",
+    "client_steps",
+    "client_update",
+    "cross_entropy",
+    "gradient",
+    "loss",
+    "per_example_gradients",
+    "train",
+]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example cross-entropy ``-sum_k y_k log softmax(logits)_k``.
+
+    ``labels`` is either int class indices ``[N]`` or label distributions ``[N, K]``
+    (DLG optimises such a soft label).
+    """
+    logp = jax.nn.log_softmax(logits)
+    if labels.ndim == logits.ndim:
+        return -jnp.sum(labels * logp, axis=-1)
+    return -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def loss(model: Model, params, images, labels) -> jax.Array:
+    """Mean cross-entropy of ``model`` on a batch."""
+    return jnp.mean(cross_entropy(model.apply(params, images), labels))
+
+
+def check_batch(model: Model, images, labels, who: str) -> None:
+    """Validates a batch for ``model``: image shape, label shape and range (when concrete)."""
+    check_images(images, model.input_shape, who)
+    lshape = tuple(jnp.shape(labels))
+    n = images.shape[0]
+    if lshape not in ((n,), (n, model.num_classes)):
+        raise ValueError(
+            f"{who} expects labels of shape [{n}] (class indices) or [{n}, {model.num_classes}] "
+            f"(label distributions) for {n} images, got shape {list(lshape)}."
+        )
+    if len(lshape) == 1 and not isinstance(labels, jax.core.Tracer):
+        lab = np.asarray(labels)
+        if not np.issubdtype(lab.dtype, np.integer):
+            raise ValueError(f"{who} expects integer class labels, got dtype {lab.dtype}.")
+        if n and (lab.min() < 0 or lab.max() >= model.num_classes):
+            bad = lab[(lab < 0) | (lab >= model.num_classes)]
+            raise ValueError(
+                f"{who}: labels must lie in [0, {model.num_classes - 1}] for a model with "
+                f"{model.num_classes} classes, got {bad[:5].tolist()}."
+            )
+
+
+@partial(jax.jit, static_argnums=0)
+def _gradient(model, params, images, labels):
+    return jax.grad(lambda p: loss(model, p, images, labels))(params)
+
+
+def gradient(model: Model, params, images, labels):
+    """The FedSGD update: gradient of the mean cross-entropy over the batch.
+
+    Returns a pytree shaped like ``params``.
+    """
+    check_batch(model, images, labels, "fl.gradient")
+    return _gradient(model, params, jnp.asarray(images), jnp.asarray(labels))
+
+
+@partial(jax.jit, static_argnums=0)
+def _per_example(model, params, images, labels):
+    def one(x, y):
+        return jax.grad(lambda p: loss(model, p, x[None], y[None]))(params)
+
+    return jax.vmap(one)(images, labels)
+
+
+def per_example_gradients(model: Model, params, images, labels):
+    """Gradients of each example's loss: a pytree whose leaves have a leading batch axis.
+
+    Their mean over the batch is ``gradient(model, params, images, labels)``.
+    """
+    check_batch(model, images, labels, "fl.per_example_gradients")
+    return _per_example(model, params, jnp.asarray(images), jnp.asarray(labels))
+
+
+def batch_schedule(key, num_samples: int, *, epochs: int, batch_size: int):
+    """Algorithm 1's partitions: a fresh random split into batches of ``batch_size`` per epoch.
+
+    Returns ``(indices, mask)``, both ``[epochs * B, batch_size]`` with
+    ``B = ceil(num_samples / batch_size)``; the last batch of an epoch may be smaller,
+    and its empty slots have ``mask == 0``.
+    """
+    nb = math.ceil(num_samples / batch_size)
+    pad = nb * batch_size - num_samples
+    perms = jax.vmap(lambda k: jax.random.permutation(k, num_samples))(
+        jax.random.split(key, epochs)
+    )
+    idx = jnp.concatenate([perms, jnp.zeros((epochs, pad), perms.dtype)], axis=1)
+    mask = jnp.concatenate([jnp.ones((epochs, num_samples)), jnp.zeros((epochs, pad))], axis=1)
+    return idx.reshape(epochs * nb, batch_size), mask.reshape(epochs * nb, batch_size)
+
+
+def _masked_loss(model, params, images, labels, mask):
+    ce = cross_entropy(model.apply(params, images), labels)
+    return jnp.sum(mask * ce) / jnp.sum(mask)
+
+
+@partial(jax.jit, static_argnums=(0, 5, 6, 7))
+def _client_steps(model, params, images, labels, key, lr, epochs, batch_size):
+    idx, mask = batch_schedule(key, images.shape[0], epochs=epochs, batch_size=batch_size)
+
+    def step(p, batch):
+        i, m = batch
+        g = jax.grad(_masked_loss, argnums=1)(model, p, images[i], labels[i], m)
+        p = jax.tree.map(lambda w, d: w - lr * d, p, g)
+        return p, p
+
+    final, path = jax.lax.scan(step, params, (idx, mask))
+    return final, path, idx, mask
+
+
+class ClientRun(NamedTuple):
+    """Everything that happened on a FedAvg client (the server sees only ``params``).
+
+    Attributes:
+        params: the final weights θc that are sent to the server.
+        path: the weights after each local step, leaves ``[E * B, ...]`` (hidden).
+        batches: sample indices of each local step, ``[E, B, batch_size]`` (hidden).
+        mask: 1 where a batch slot holds a sample, ``[E, B, batch_size]``.
+    """
+
+    params: dict
+    path: dict
+    batches: jax.Array
+    mask: jax.Array
+
+
+def _check_client_args(model, params, images, labels, lr, epochs, batch_size, who):
+    check_batch(model, images, labels, who)
+    if int(epochs) < 1 or int(batch_size) < 1:
+        raise ValueError(f"{who}: epochs and batch_size must be >= 1, got {epochs}, {batch_size}.")
+    if not lr > 0:
+        raise ValueError(f"{who}: the learning rate lr must be > 0, got {lr}.")
+
+
+def client_steps(model: Model, params, images, labels, *, lr: float, epochs: int,
+                 batch_size: int, key: jax.Array) -> ClientRun:
+    """Runs Algorithm 1 and returns the final weights with the hidden intermediate ones."""
+    _check_client_args(model, params, images, labels, lr, epochs, batch_size, "fl.client_steps")
+    final, path, idx, mask = _client_steps(
+        model, params, jnp.asarray(images), jnp.asarray(labels), key,
+        float(lr), int(epochs), int(batch_size),
+    )
+    shape = (int(epochs), -1, int(batch_size))
+    return ClientRun(final, path, idx.reshape(shape), mask.reshape(shape))
+
+
+def client_update(model: Model, params, images, labels, *, lr: float, epochs: int,
+                  batch_size: int, key: jax.Array):
+    """FedAvg's ClientUpdate (Dimitrov et al., TMLR 2022, Algorithm 1).
+
+    For each of ``epochs`` epochs the client splits its data at random into
+    ``ceil(N / batch_size)`` batches and takes one SGD step of rate ``lr`` per batch:
+    ``θ ← θ - lr · ∇θ CE(f(X_b, θ), Y_b)``. Returns the final weights θc, all the server
+    sees. With one epoch and ``batch_size >= N`` this is ``params - lr * gradient(...)``.
+    """
+    _check_client_args(model, params, images, labels, lr, epochs, batch_size, "fl.client_update")
+    final, _, _, _ = _client_steps(
+        model, params, jnp.asarray(images), jnp.asarray(labels), key,
+        float(lr), int(epochs), int(batch_size),
+    )
+    return final
+
+
+@partial(jax.jit, static_argnums=0)
+def _correct(model, params, images, labels):
+    return jnp.sum(jnp.argmax(model.apply(params, images), axis=-1) == labels)
+
+
+def accuracy(model: Model, params, images, labels, *, batch_size: int = 1000) -> float:
+    """Share of ``images`` classified as ``labels``."""
+    check_batch(model, images, labels, "fl.accuracy")
+    n = images.shape[0]
+    correct = sum(
+        int(_correct(model, params, jnp.asarray(images[i : i + batch_size]),
+                     jnp.asarray(labels[i : i + batch_size])))
+        for i in range(0, n, batch_size)
+    )
+    return correct / max(n, 1)
+
+
+class TrainResult(NamedTuple):
+    """Outcome of ``train``: final weights and the test accuracy after each round."""
+
+    params: dict
+    accuracy: list[float]
+    rounds: int
+
+
+def _arrays(client):
+    if hasattr(client, "images"):
+        return client.images, client.labels
+    images, labels = client
+    return images, labels
+
+
+def train(model: Model, params, clients, *, rounds: int, clients_per_round: int, lr: float,
+          epochs: int, batch_size: int, key: jax.Array, test=None, callback=None) -> TrainResult:
+    """FedAvg training: the server loop around ``client_update``.
+
+    Args:
+        clients: a list of data sets (anything with ``images`` and ``labels``, or pairs).
+        rounds: communication rounds.
+        clients_per_round: clients sampled (without replacement) each round.
+        lr, epochs, batch_size: the clients' local SGD (``epochs=1, batch_size=N`` is FedSGD).
+        key: PRNG key; split per round and per client.
+        test: optional held-out data set; its accuracy is recorded after every round.
+        callback: optional ``callback(round, params, acc)`` called after every round.
+    """
+    if not 1 <= clients_per_round <= len(clients):
+        raise ValueError(
+            f"clients_per_round must be between 1 and the number of clients ({len(clients)}), "
+            f"got {clients_per_round}."
+        )
+    accs = []
+    for r in range(rounds):
+        key, pick_key = jax.random.split(jax.random.fold_in(key, r))
+        chosen = np.asarray(jax.random.choice(pick_key, len(clients), (clients_per_round,),
+                                              replace=False))
+        updates, sizes = [], []
+        for j, c in enumerate(chosen):
+            images, labels = _arrays(clients[int(c)])
+            updates.append(client_update(model, params, images, labels, lr=lr, epochs=epochs,
+                                         batch_size=batch_size,
+                                         key=jax.random.fold_in(key, j)))
+            sizes.append(len(labels))
+        weights = jnp.asarray(sizes, jnp.float32) / sum(sizes)
+        params = jax.tree.map(
+            lambda *leaves: sum(w * leaf for w, leaf in zip(weights, leaves)), *updates
+        )
+        acc = accuracy(model, params, *_arrays(test)) if test is not None else float("nan")
+        accs.append(acc)
+        if callback is not None:
+            callback(r, params, acc)
+    return TrainResult(params, accs, rounds)
