@@ -21,6 +21,15 @@ from leakage_lab import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # The widgets import ipywidgets; load them on first use, not with the package.
+    if name == "widgets":
+        import importlib
+
+        return importlib.import_module("leakage_lab.widgets")
+    raise AttributeError(f"module 'leakage_lab' has no attribute {name!r}")
+
 __all__ = [
     "attacks",
     "config",
@@ -31,4 +40,5 @@ __all__ = [
     "metrics",
     "models",
     "nn",
+    "widgets",
 ]

@@ -25,7 +25,8 @@ __all__ = ["AttackResult", "dlg", "lbfgs"]
 
 
 @functools.cache
-def lbfgs(learning_rate: float | None = None, memory_size: int = 100) -> optax.GradientTransformation:
+def lbfgs(learning_rate: float | None = None,
+          memory_size: int = 100) -> optax.GradientTransformation:
     """L-BFGS with a zoom line search (strong Wolfe conditions), as DLG used it.
 
     Without a line search L-BFGS stalls on DLG's loss; the line search makes every step

@@ -16,14 +16,14 @@ __all__ = ["cosine", "l1", "l2"]
 
 def l2(observed, candidate) -> jax.Array:
     """Squared Euclidean distance ``sum_l ||g_l - g'_l||^2`` (Zhu et al., NeurIPS 2019)."""
-    return sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(observed),
-                                                       jax.tree.leaves(candidate)))
+    pairs = zip(jax.tree.leaves(observed), jax.tree.leaves(candidate), strict=True)
+    return sum(jnp.sum((a - b) ** 2) for a, b in pairs)
 
 
 def l1(observed, candidate) -> jax.Array:
     """Manhattan distance ``sum_l ||g_l - g'_l||_1``."""
-    return sum(jnp.sum(jnp.abs(a - b)) for a, b in zip(jax.tree.leaves(observed),
-                                                         jax.tree.leaves(candidate)))
+    pairs = zip(jax.tree.leaves(observed), jax.tree.leaves(candidate), strict=True)
+    return sum(jnp.sum(jnp.abs(a - b)) for a, b in pairs)
 
 
 def cosine(observed, candidate, eps: float = 1e-12) -> jax.Array:

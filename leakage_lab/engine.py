@@ -104,17 +104,17 @@ class _State(NamedTuple):
 
 
 def _uses_linesearch(opt_state) -> bool:
+    """True for optimisers that keep a line search's last value and gradient in their state."""
     try:
-        optax.tree_utils.tree_get(opt_state, "value")
-        return True
+        return optax.tree_utils.tree_get(opt_state, "value") is not None
     except (KeyError, ValueError):
         return False
 
 
-def _make_chunk(loss_fn, optimizer, project, tol, linesearch):
+def _make_chunk(loss_fn, optimizer, project, linesearch):
     """Builds the jitted function that runs up to ``limit`` optimiser steps."""
 
-    def run_chunk(state: _State, data, limit):
+    def run_chunk(state: _State, data, limit, tol):
         def value(v):
             return loss_fn(v, data)
 
@@ -162,14 +162,14 @@ def _signature(tree):
     return treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves)
 
 
-def _compiled_chunk(loss_fn, optimizer, chunk, project, tol, state, data, limit):
+def _compiled_chunk(loss_fn, optimizer, project, state, data, limit, tol):
     """Compiles (once per loss, optimiser and shapes) and returns (executable, seconds)."""
-    key = (loss_fn, optimizer, chunk, project, float(tol), _signature(state), _signature(data))
+    key = (loss_fn, optimizer, project, _signature(state), _signature(data))
     if key in _COMPILED:
         return _COMPILED[key], 0.0
     start = time.perf_counter()
-    jitted = _make_chunk(loss_fn, optimizer, project, tol, _uses_linesearch(state.opt_state))
-    compiled = jitted.lower(state, data, limit).compile()
+    jitted = _make_chunk(loss_fn, optimizer, project, _uses_linesearch(state.opt_state))
+    compiled = jitted.lower(state, data, limit, tol).compile()
     if len(_COMPILED) > 64:
         _COMPILED.clear()
     _COMPILED[key] = compiled
@@ -205,8 +205,15 @@ def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransf
     state = _State(variables, optimizer.init(variables), variables, inf, zero, zero,
                    jnp.zeros((chunk,), jnp.float32), zero, zero)
     limit = jnp.asarray(chunk, jnp.int32)
-    run, compile_seconds = _compiled_chunk(loss_fn, optimizer, chunk, project, tol, state,
-                                           data, limit)
+    if project is not None and _uses_linesearch(state.opt_state):
+        raise ValueError(
+            "project= cannot be combined with a line-search optimiser such as L-BFGS: the "
+            "line search's values belong to the unprojected point. Use a first-order "
+            "optimiser (e.g. optax.adam) with project=, or put a penalty in the loss."
+        )
+    tol_arr = jnp.asarray(tol, jnp.float32)
+    run, compile_seconds = _compiled_chunk(loss_fn, optimizer, project, state, data, limit,
+                                           tol_arr)
 
     def frame(s, loss):
         images = np.clip(np.asarray(to_images(s.variables)), 0.0, 1.0)
@@ -220,7 +227,7 @@ def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransf
     done = 0
     while done < steps:
         limit = jnp.asarray(min(chunk, steps - done), jnp.int32)
-        state = run(state, data, limit)
+        state = run(state, data, limit, tol_arr)
         count = int(state.count)
         chunk_losses = np.asarray(state.losses[:count])
         losses.append(chunk_losses)
@@ -239,7 +246,7 @@ def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransf
     best_loss, best_step = float(state.best_loss), int(state.best_step)
     if status == NONFINITE:
         name = "non-finite"
-        message = (f"Stopped: the loss became non-finite at step {done}; kept the best "
+        message = (f"Stopped: the loss became non-finite at step {done - 1}; kept the best "
                    f"iterate (step {best_step}, loss {best_loss:.3g}).")
         warnings.warn(message, RuntimeWarning, stacklevel=3)
     elif status == CONVERGED:

@@ -22,13 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from leakage_lab import trees
 from leakage_lab.models import Model, check_images
 
 __all__ = [
     "ClientRun",
     "TrainResult",
     "accuracy",
+    "average",
     "client_steps",
     "client_update",
     "cross_entropy",
@@ -206,6 +206,8 @@ def _correct(model, params, images, labels):
 def accuracy(model: Model, params, images, labels, *, batch_size: int = 1000) -> float:
     """Share of ``images`` classified as ``labels``."""
     check_batch(model, images, labels, "fl.accuracy")
+    if jnp.ndim(labels) == 2:  # label distributions: score against their most likely class
+        labels = jnp.argmax(labels, axis=-1)
     n = images.shape[0]
     correct = sum(
         int(_correct(model, params, jnp.asarray(images[i : i + batch_size]),
@@ -213,6 +215,18 @@ def accuracy(model: Model, params, images, labels, *, batch_size: int = 1000) ->
         for i in range(0, n, batch_size)
     )
     return correct / max(n, 1)
+
+
+def average(updates: list, sizes) -> dict:
+    """FedAvg's aggregation: ``sum_c n_c θc / sum_c n_c`` over the clients' weights."""
+    if len(updates) != len(sizes) or not updates:
+        raise ValueError(f"average needs one size per update, got {len(updates)} updates and "
+                         f"{len(sizes)} sizes.")
+    weights = np.asarray(sizes, np.float64) / np.sum(sizes)
+    return jax.tree.map(
+        lambda *leaves: sum(float(w) * leaf for w, leaf in zip(weights, leaves, strict=True)),
+        *updates,
+    )
 
 
 class TrainResult(NamedTuple):
@@ -250,7 +264,7 @@ def train(model: Model, params, clients, *, rounds: int, clients_per_round: int,
         )
     accs = []
     for r in range(rounds):
-        key, pick_key = jax.random.split(jax.random.fold_in(key, r))
+        pick_key, client_key = jax.random.split(jax.random.fold_in(key, r))
         chosen = np.asarray(jax.random.choice(pick_key, len(clients), (clients_per_round,),
                                               replace=False))
         updates, sizes = [], []
@@ -258,12 +272,9 @@ def train(model: Model, params, clients, *, rounds: int, clients_per_round: int,
             images, labels = _arrays(clients[int(c)])
             updates.append(client_update(model, params, images, labels, lr=lr, epochs=epochs,
                                          batch_size=batch_size,
-                                         key=jax.random.fold_in(key, j)))
+                                         key=jax.random.fold_in(client_key, j)))
             sizes.append(len(labels))
-        weights = jnp.asarray(sizes, jnp.float32) / sum(sizes)
-        params = jax.tree.map(
-            lambda *leaves: sum(w * leaf for w, leaf in zip(weights, leaves)), *updates
-        )
+        params = average(updates, sizes)
         acc = accuracy(model, params, *_arrays(test)) if test is not None else float("nan")
         accs.append(acc)
         if callback is not None:

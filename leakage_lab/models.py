@@ -106,7 +106,7 @@ def lenet(num_classes: int = 10, input_shape=(32, 32, 3)) -> Model:
         }
 
     def body(p, x):
-        for layer, s in zip(("conv1", "conv2", "conv3"), strides):
+        for layer, s in zip(("conv1", "conv2", "conv3"), strides, strict=True):
             x = jax.nn.sigmoid(nn.conv2d(x, p[layer]["w"], p[layer]["b"], stride=s, padding=2))
         return x.reshape(x.shape[0], -1)
 

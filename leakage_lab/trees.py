@@ -24,7 +24,9 @@ def check_matching(tree, reference, *, name: str = "gradient", reference_name: s
         return
     missing = [k for k in want if k not in got]
     extra = [k for k in got if k not in want]
-    shapes = [f"{k}: expected {want[k]}, got {got[k]}" for k in want if k in got and got[k] != want[k]]
+    shapes = [
+        f"{k}: expected {want[k]}, got {got[k]}" for k in want if k in got and got[k] != want[k]
+    ]
     parts = []
     if missing:
         parts.append(f"missing leaves {missing[:4]}")
@@ -40,7 +42,7 @@ def check_matching(tree, reference, *, name: str = "gradient", reference_name: s
 
 def tree_vdot(a, b) -> jax.Array:
     """Sum over all leaves of the elementwise product: <a, b>."""
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def tree_sum(tree) -> jax.Array:
