@@ -9,6 +9,7 @@ gradient-leakage attacks on one optimisation engine, metrics and live widgets.
 
 from leakage_lab import (
     attacks,
+    checks,
     config,
     data,
     distances,
@@ -24,14 +25,15 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # The widgets import ipywidgets; load them on first use, not with the package.
-    if name == "widgets":
+    if name in ("widgets", "quiz"):
         import importlib
 
-        return importlib.import_module("leakage_lab.widgets")
+        return importlib.import_module(f"leakage_lab.{name}")
     raise AttributeError(f"module 'leakage_lab' has no attribute {name!r}")
 
 __all__ = [
     "attacks",
+    "checks",
     "config",
     "data",
     "distances",
@@ -40,5 +42,6 @@ __all__ = [
     "metrics",
     "models",
     "nn",
+    "quiz",
     "widgets",
 ]

@@ -6,8 +6,9 @@ optax optimiser in jitted chunks of up to ``chunk`` steps (a ``lax.while_loop``)
 between chunks hands a :class:`Frame` to an optional callback, so a widget can animate
 the reconstruction while the same code runs on CPU or GPU.
 
-It keeps the iterate with the lowest loss, stops early once the loss falls to ``tol``,
-and stops on a non-finite loss, keeping the best iterate so far and saying so.
+It keeps the iterate with the lowest loss, stops early once the loss falls to ``tol``
+or the images stop moving (``xtol``), and stops on a non-finite loss, keeping the best
+iterate so far and saying so.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import optax
 
 __all__ = ["AttackResult", "Frame", "Outcome", "minimize"]
 
-RUNNING, CONVERGED, NONFINITE = 0, 1, 2
+RUNNING, CONVERGED, NONFINITE, STATIONARY = 0, 1, 2, 3
 
 
 class Frame(NamedTuple):
@@ -91,6 +92,10 @@ class AttackResult(NamedTuple):
     compile_seconds: float
 
 
+def _images(variables):
+    return variables["images"]
+
+
 class _State(NamedTuple):
     variables: Any
     opt_state: Any
@@ -101,6 +106,7 @@ class _State(NamedTuple):
     losses: jax.Array
     count: jax.Array
     status: jax.Array
+    anchor: jax.Array      # the images at the last window boundary (for xtol)
 
 
 def _uses_linesearch(opt_state) -> bool:
@@ -111,10 +117,10 @@ def _uses_linesearch(opt_state) -> bool:
         return False
 
 
-def _make_chunk(loss_fn, optimizer, project, linesearch):
+def _make_chunk(loss_fn, optimizer, project, to_images, window, linesearch):
     """Builds the jitted function that runs up to ``limit`` optimiser steps."""
 
-    def run_chunk(state: _State, data, limit, tol):
+    def run_chunk(state: _State, data, limit, tol, xtol):
         def value(v):
             return loss_fn(v, data)
 
@@ -134,15 +140,23 @@ def _make_chunk(loss_fn, optimizer, project, linesearch):
             variables = optax.apply_updates(s.variables, updates)
             if project is not None:
                 variables = project(variables)
-            status = jnp.where(~finite, NONFINITE, jnp.where(loss <= tol, CONVERGED, RUNNING))
+            # Every ``window`` steps: have the images moved at all since the last check?
+            images = to_images(variables)
+            boundary = (s.step + 1) % window == 0
+            moved = jnp.sqrt(jnp.mean((images - s.anchor) ** 2)) / window
+            anchor = jnp.where(boundary, images, s.anchor)
+            status = jnp.select(
+                [~finite, loss <= tol, boundary & (moved <= xtol)],
+                [NONFINITE, CONVERGED, STATIONARY], RUNNING,
+            )
             # A step that failed or converged leaves the iterate where it was.
-            keep = status != RUNNING
+            keep = (status == NONFINITE) | (status == CONVERGED)
             variables = jax.tree.map(lambda a, b: jnp.where(keep, a, b), s.variables, variables)
             return _State(
                 variables, opt_state, best,
                 jnp.where(better, loss, s.best_loss), jnp.where(better, s.step, s.best_step),
                 s.step + jnp.where(keep, 0, 1), s.losses.at[s.count].set(loss), s.count + 1,
-                status,
+                status, anchor,
             )
 
         state = state._replace(count=jnp.zeros((), jnp.int32),
@@ -162,14 +176,15 @@ def _signature(tree):
     return treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves)
 
 
-def _compiled_chunk(loss_fn, optimizer, project, state, data, limit, tol):
+def _compiled_chunk(loss_fn, optimizer, project, to_images, window, state, data, args):
     """Compiles (once per loss, optimiser and shapes) and returns (executable, seconds)."""
-    key = (loss_fn, optimizer, project, _signature(state), _signature(data))
+    key = (loss_fn, optimizer, project, to_images, window, _signature(state), _signature(data))
     if key in _COMPILED:
         return _COMPILED[key], 0.0
     start = time.perf_counter()
-    jitted = _make_chunk(loss_fn, optimizer, project, _uses_linesearch(state.opt_state))
-    compiled = jitted.lower(state, data, limit, tol).compile()
+    jitted = _make_chunk(loss_fn, optimizer, project, to_images, window,
+                         _uses_linesearch(state.opt_state))
+    compiled = jitted.lower(state, data, *args).compile()
     if len(_COMPILED) > 64:
         _COMPILED.clear()
     _COMPILED[key] = compiled
@@ -177,9 +192,9 @@ def _compiled_chunk(loss_fn, optimizer, project, state, data, limit, tol):
 
 
 def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransformation, *,
-             steps: int, chunk: int = 50, tol: float = 0.0, project: Callable | None = None,
-             to_images: Callable = lambda v: v["images"], callback: Callable | None = None,
-             ) -> Outcome:
+             steps: int, chunk: int = 50, tol: float = 0.0, xtol: float = 0.0,
+             window: int = 25, project: Callable | None = None,
+             to_images: Callable = _images, callback: Callable | None = None) -> Outcome:
     """Minimises ``loss_fn(variables, data)`` over ``variables`` with ``optimizer``.
 
     Args:
@@ -192,6 +207,8 @@ def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransf
         steps: the step budget.
         chunk: steps per jitted call; the callback runs between chunks.
         tol: stop once the loss is at or below this value.
+        xtol: stop once the images moved, over the last ``window`` steps, by at most
+            ``xtol`` per step (root-mean-square over pixels): the run has settled.
         project: optional map applied after each step (e.g. clip images to [0, 1]).
         to_images: extracts the images from ``variables`` for frames.
         callback: ``callback(frame)`` after each chunk, and once at the start.
@@ -203,7 +220,7 @@ def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransf
     inf = jnp.asarray(jnp.inf, jnp.float32)
     zero = jnp.zeros((), jnp.int32)
     state = _State(variables, optimizer.init(variables), variables, inf, zero, zero,
-                   jnp.zeros((chunk,), jnp.float32), zero, zero)
+                   jnp.zeros((chunk,), jnp.float32), zero, zero, to_images(variables))
     limit = jnp.asarray(chunk, jnp.int32)
     if project is not None and _uses_linesearch(state.opt_state):
         raise ValueError(
@@ -211,9 +228,9 @@ def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransf
             "line search's values belong to the unprojected point. Use a first-order "
             "optimiser (e.g. optax.adam) with project=, or put a penalty in the loss."
         )
-    tol_arr = jnp.asarray(tol, jnp.float32)
-    run, compile_seconds = _compiled_chunk(loss_fn, optimizer, project, state, data, limit,
-                                           tol_arr)
+    tols = (jnp.asarray(tol, jnp.float32), jnp.asarray(xtol, jnp.float32))
+    run, compile_seconds = _compiled_chunk(loss_fn, optimizer, project, to_images, int(window),
+                                           state, data, (limit, *tols))
 
     def frame(s, loss):
         images = np.clip(np.asarray(to_images(s.variables)), 0.0, 1.0)
@@ -227,7 +244,7 @@ def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransf
     done = 0
     while done < steps:
         limit = jnp.asarray(min(chunk, steps - done), jnp.int32)
-        state = run(state, data, limit, tol_arr)
+        state = run(state, data, limit, *tols)
         count = int(state.count)
         chunk_losses = np.asarray(state.losses[:count])
         losses.append(chunk_losses)
@@ -252,6 +269,10 @@ def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransf
     elif status == CONVERGED:
         name = "converged"
         message = f"Converged: loss {best_loss:.3g} <= tol {tol:g} after {best_step} steps."
+    elif status == STATIONARY:
+        name = "converged"
+        message = (f"Converged: the images settled (moved <= {xtol:g} per step over the last "
+                   f"{window} steps) after {done} steps; best loss {best_loss:.3g}.")
     else:
         name = "budget"
         message = f"Ran all {done} steps; best loss {best_loss:.3g} at step {best_step}."

@@ -1,0 +1,272 @@
+"""Self-checks for the labs' exercises.
+
+Each check calls the learner's function on small random inputs and compares it with
+the library's own version. When they disagree it raises :class:`CheckFailed` (an
+``AssertionError``) whose message is a *hint*: it names the likely slip (a missing
+square, a sum over one layer only, sizes ignored...) rather than just "wrong". When
+they agree it prints one line starting with ✓.
+
+    >>> import leakage_lab.checks as checks
+    >>> checks.gradient_distance(ll.distances.l2)
+    ✓ gradient_distance: matches ll.distances.l2 on 3 random pytrees, and JAX can differentiate it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from leakage_lab import distances
+
+__all__ = ["CheckFailed", "fedavg_average", "gradient_distance"]
+
+
+class CheckFailed(AssertionError):
+    """A self-check failed; the message says what went wrong and hints at a fix."""
+
+
+def _fail(message: str) -> None:
+    raise CheckFailed(message)
+
+
+def _ok(message: str) -> None:
+    print(f"✓ {message}")
+
+
+def _close(a, b, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol))
+
+
+def _random_tree(key: jax.Array, scale: float = 1.0) -> dict:
+    """A small parameter-like pytree: two layers, four leaves of different shapes."""
+    k = jax.random.split(key, 4)
+    return {
+        "conv": {"w": scale * jax.random.normal(k[0], (3, 3, 2, 4)),
+                 "b": scale * jax.random.normal(k[1], (4,))},
+        "fc": {"w": scale * jax.random.normal(k[2], (6, 5)),
+               "b": scale * jax.random.normal(k[3], (5,))},
+    }
+
+
+def _call(fn: Callable, *args, what: str):
+    """Calls the learner's ``fn``; turns an exception into a hint that shows it."""
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001 - any error in the learner's code becomes a hint
+        _fail(f"Calling {what} raised {type(err).__name__}: {err}")
+
+
+def _scalar(value, what: str) -> float:
+    if value is None:
+        _fail(f"{what} returned None: did you forget the `return` statement?")
+    shape = np.shape(value)
+    if shape != ():
+        _fail(
+            f"{what} returned an array of shape {list(shape)}, expected a single number: "
+            "sum over every entry of every leaf (e.g. jnp.sum per leaf, then add the leaves)."
+        )
+    return float(value)
+
+
+def _pairs(a, b) -> list[tuple]:
+    """The leaves of two pytrees, paired in order (they must have as many leaves)."""
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return list(zip(la, lb, strict=True)) if len(la) == len(lb) else []
+
+
+def _trees_close(a, b) -> bool:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(_close(x, y) for x, y in zip(la, lb, strict=True))
+
+
+def _leafwise(a, b, fn) -> list[float]:
+    return [float(fn(x, y)) for x, y in _pairs(a, b)]
+
+
+def gradient_distance(fn: Callable) -> None:
+    """Checks an implementation of DLG's gradient distance (lab 01).
+
+    ``fn(observed, candidate)`` should return the squared L2 distance summed over all
+    leaves of two pytrees, ``sum_l sum_i (g_l[i] - g'_l[i])**2``, like
+    ``ll.distances.l2``, as a scalar that JAX can differentiate.
+
+    Args:
+        fn: the learner's distance function.
+
+    Raises:
+        CheckFailed: with a hint naming the likely mistake (not subtracting, a sign
+            error, only one layer summed, no square, a square root, a mean...).
+    """
+    name = getattr(fn, "__name__", "your function")
+    what = f"{name}(observed, candidate)"
+    a = _random_tree(jax.random.key(0))
+    b = _random_tree(jax.random.key(1))
+
+    # 1. Identical trees are at distance zero.
+    same = _scalar(_call(fn, a, a, what=what), what)
+    if not abs(same) < 1e-6:
+        _fail(
+            f"{name} gives {same:.4g} for two identical trees, but the distance of a tree to "
+            "itself must be 0: did you subtract (observed - candidate) before squaring?"
+        )
+
+    got = _scalar(_call(fn, a, b, what=what), what)
+    want = float(distances.l2(a, b))
+    if not _close(got, want):
+        l2_leaves = _leafwise(a, b, lambda x, y: jnp.sum((x - y) ** 2))
+        diff_sums = _leafwise(a, b, lambda x, y: jnp.sum(x - y))
+        hints = [
+            (-want, "exactly minus the right value: a sign error. The attack minimises the "
+                    "distance, so with the wrong sign it would push the gradients apart"),
+            (l2_leaves[0], "only the first leaf counts: sum over all leaves (every layer's "
+                           "weights and biases), e.g. loop over zip(jax.tree.leaves(observed), "
+                           "jax.tree.leaves(candidate)) and add up"),
+            (l2_leaves[-1], "only the last leaf counts: did you overwrite the total inside "
+                            "the loop (total = ...) instead of accumulating (total += ...)?"),
+            (float(distances.l1(a, b)), "that is the sum of |observed - candidate| (an L1 "
+                                        "distance): square the differences instead"),
+            (sum(diff_sums), "that is the sum of the raw differences, where positive and "
+                             "negative ones cancel: square each difference before summing"),
+            (float(np.sqrt(want)), "that is the square root (the Euclidean norm): DLG "
+                                   "minimises the squared distance, so drop the sqrt"),
+            (sum(_leafwise(a, b, lambda x, y: jnp.mean((x - y) ** 2))),
+             "that is a mean per leaf: sum over the entries instead (jnp.sum, not jnp.mean)"),
+            (want / sum(np.size(x) for x in jax.tree.leaves(a)),
+             "that is the mean over all entries: sum instead of averaging"),
+            (sum(_leafwise(a, b, lambda x, y: jnp.sum(x**2 - y**2))),
+             "you subtracted the squares (x**2 - y**2) instead of squaring the difference "
+             "(x - y)**2"),
+            (sum(d**2 for d in diff_sums),
+             "you squared the sum of each leaf's differences: square each difference "
+             "first, then sum"),
+        ]
+        for value, hint in hints:
+            if _close(got, value):
+                _fail(f"{name} returned {got:.4g} where {want:.4g} was expected: {hint}.")
+        if got < 0:
+            _fail(
+                f"{name} returned {got:.4g} < 0 for two different trees. A distance is never "
+                "negative, and the attack minimises it: look for a sign error, and square "
+                "the difference (observed - candidate)**2."
+            )
+        _fail(
+            f"{name} returned {got:.4g} on two random trees where {want:.4g} was expected: "
+            "compute the sum over leaves l of sum((observed_l - candidate_l)**2)."
+        )
+
+    # 2. Other pairs, including trees of very different scale.
+    for seed, scale in ((2, 0.01), (3, 10.0)):
+        c = _random_tree(jax.random.key(seed), scale)
+        got, want = _scalar(_call(fn, a, c, what=what), what), float(distances.l2(a, c))
+        if not _close(got, want):
+            _fail(f"{name} agrees on one pair of trees but returns {got:.4g} instead of "
+                  f"{want:.4g} on another: is something hard-coded?")
+
+    # 3. The attack differentiates it under jit: it must be written with jax.numpy.
+    try:
+        grad = jax.jit(jax.grad(lambda cand: fn(a, cand)))(b)
+    except Exception as err:  # noqa: BLE001
+        _fail(
+            f"JAX could not differentiate {name} under jit ({type(err).__name__}). Use "
+            "jax.numpy (jnp.sum, not np.sum), and no float() or .item() on the values."
+        )
+    expected = jax.tree.map(lambda x, y: 2.0 * (y - x), a, b)
+    if not _trees_close(grad, expected):
+        _fail(f"{name} has the right values, but its gradient is wrong: did you stop the "
+              "gradient (jax.lax.stop_gradient) or round something?")
+    _ok(f"{name}: matches ll.distances.l2 on 3 random pytrees, and JAX can differentiate it.")
+
+
+def _average_of(trees: Sequence, weights: Sequence[float]):
+    def mean(*leaves):
+        return sum(w * x for w, x in zip(weights, leaves, strict=True))
+
+    return jax.tree.map(mean, *trees)
+
+
+def fedavg_average(fn: Callable) -> None:
+    """Checks an implementation of FedAvg's server step (lab 00).
+
+    ``fn(client_params, sizes)`` gets a list of client weight pytrees and how many
+    samples each client holds, and should return their weighted mean
+    ``sum_k (n_k / n) θ_k`` with ``n = sum_k n_k`` (McMahan et al., AISTATS 2017),
+    a pytree shaped like each ``θ_k``.
+
+    Args:
+        fn: the learner's averaging function.
+
+    Raises:
+        CheckFailed: with a hint naming the likely mistake (sizes ignored, weights not
+            normalised, inverted weights, only one leaf averaged, wrong structure...).
+    """
+    name = getattr(fn, "__name__", "your function")
+    what = f"{name}(client_params, sizes)"
+    trees = [_random_tree(jax.random.key(10 + k)) for k in range(3)]
+    sizes = [100, 300, 50]
+    total = sum(sizes)
+    want = _average_of(trees, [n / total for n in sizes])
+
+    got = _call(fn, trees, list(sizes), what=what)
+    if got is None:
+        _fail(f"{name} returned None: did you forget the `return` statement?")
+    if jax.tree.structure(got) != jax.tree.structure(want):
+        _fail(
+            f"{name} should return one pytree shaped like each client's weights (a dict "
+            f"with layers 'conv' and 'fc'), got {type(got).__name__} with structure "
+            f"{jax.tree.structure(got)}. Combine the clients leaf by leaf, e.g. "
+            "jax.tree.map(lambda *leaves: ..., *client_params)."
+        )
+    shapes = [np.shape(x) for x in jax.tree.leaves(got)]
+    if shapes != [np.shape(x) for x in jax.tree.leaves(want)]:
+        _fail(f"{name} returned leaves of shapes {shapes}; each must keep its layer's shape.")
+
+    if not _trees_close(got, want):
+        def matches(weights):
+            return _trees_close(got, _average_of(trees, weights))
+
+        right = [_close(g, w) for g, w in _pairs(got, want)]
+        if any(right):
+            wrong = [i for i, ok in enumerate(right) if not ok]
+            _fail(f"{name} gets some leaves right but not leaves {wrong} (in jax.tree.leaves "
+                  "order): apply the same weighted mean to every leaf of the tree.")
+        k = len(trees)
+        patterns = [
+            ([1 / k] * k, "that is the plain mean, which ignores the sizes: a client with "
+                          "300 samples must count 3 times as much as one with 100. Weight "
+                          "client k by n_k / n"),
+            ([float(n) for n in sizes], "the weights are the raw sizes n_k, which sum to "
+                                        f"{total}, not 1: divide by the total n = sum(sizes)"),
+            ([1.0] * k, "that is the sum of the clients' weights: divide by the total so the "
+                        "weights n_k / n add up to 1"),
+            ([(1 / n) / sum(1 / m for m in sizes) for n in sizes],
+             "the weights are inverted: the client with the most samples must get the "
+             "largest weight, n_k / n"),
+            ([n / total / k for n in sizes], "you divided by the number of clients as well: "
+                                             "the weights n_k / n already sum to 1"),
+        ]
+        for weights, hint in patterns:
+            if matches(weights):
+                _fail(f"{name} did not return the weighted mean: {hint}.")
+        _fail(
+            f"{name} does not return the weighted mean sum_k (n_k / n) θ_k on three random "
+            f"clients with sizes {sizes}: check the weights (they should be "
+            f"{[round(n / total, 3) for n in sizes]}) and that each leaf is combined."
+        )
+
+    # Averaging identical clients changes nothing, whatever the sizes.
+    same = _call(fn, [trees[0]] * 2, [7, 1], what=what)
+    if not _trees_close(same, trees[0]):
+        _fail(f"{name} changes the weights when every client sends the same ones: the "
+              "weights of the mean must add up to 1.")
+    # Works for any number of clients (not only three).
+    two = _call(fn, trees[:2], [1, 3], what=what)
+    ref2 = _average_of(trees[:2], [0.25, 0.75])
+    if not _trees_close(two, ref2):
+        _fail(f"{name} is right for three clients but wrong for two: is the number of "
+              "clients hard-coded?")
+    _ok(f"{name}: the weighted mean of the clients' weights, leaf by leaf, for any "
+        "number of clients.")

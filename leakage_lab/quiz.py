@@ -1,0 +1,181 @@
+"""Multiple-choice questions for the end of each lab.
+
+A :class:`Quiz` shows as a widget in Jupyter (radio buttons, a Check button and
+feedback for the chosen option, in large type) and as plain Markdown wherever no
+widget frontend runs (GitHub, an exported page, a terminal). ``quiz.check(choice)``
+returns the same feedback as text, so an answer can also be given, and tested, in code::
+
+    from leakage_lab.quiz import Quiz
+
+    q = Quiz("What does a FedSGD client send?",
+             ["its data", "one gradient", "nothing"], answer=1,
+             explanations=["No: the data stays put.", "Yes.", "Then nothing is learned."])
+    q                  # the widget (or its Markdown fallback)
+    q.check("b")       # '✓ Right. Yes.'
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+__all__ = ["Quiz", "ask"]
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_FONT = "font-size: 18px; line-height: 1.5;"
+
+
+class Quiz:
+    """One multiple-choice question with feedback for every option.
+
+    Args:
+        question: the question (plain text; Markdown in the text fallback).
+        options: the possible answers, shown as (a), (b), (c)...
+        answer: index (0-based) of the right option.
+        explanations: optional, one per option: why it is right or wrong. Shown after
+            the learner checks that option.
+
+    Attributes:
+        widget: the ipywidgets view, built on first use (``None`` until then).
+    """
+
+    def __init__(self, question: str, options: Sequence[str], answer: int,
+                 explanations: Sequence[str] | None = None):
+        options = [str(o) for o in options]
+        if not 2 <= len(options) <= len(_LETTERS):
+            raise ValueError(f"A quiz needs 2 to {len(_LETTERS)} options, got {len(options)}.")
+        if not isinstance(answer, int) or not 0 <= answer < len(options):
+            raise ValueError(
+                f"answer must be the index of the right option, 0 to {len(options) - 1}, "
+                f"got {answer!r}."
+            )
+        if explanations is not None and len(explanations) != len(options):
+            raise ValueError(
+                f"Give one explanation per option: {len(options)} options but "
+                f"{len(explanations)} explanations."
+            )
+        self.question = str(question)
+        self.options = options
+        self.answer = answer
+        self.explanations = None if explanations is None else [str(e) for e in explanations]
+        self.widget = None
+        self._feedback = None
+
+    # -- answering ----------------------------------------------------------------------
+
+    def index(self, choice: int | str) -> int:
+        """The 0-based index of ``choice``: an index, a letter ('b', '(b)') or the option's text."""
+        if isinstance(choice, bool):
+            raise ValueError(f"Not an option: {choice!r}.")
+        if isinstance(choice, int):
+            if 0 <= choice < len(self.options):
+                return choice
+        elif isinstance(choice, str):
+            text = choice.strip()
+            letter = text.strip("()").lower()
+            if len(letter) == 1 and letter in _LETTERS[: len(self.options)]:
+                return _LETTERS.index(letter)
+            for i, option in enumerate(self.options):
+                if text.lower() == option.lower():
+                    return i
+        letters = ", ".join(_LETTERS[: len(self.options)])
+        raise ValueError(
+            f"Not an option: {choice!r}. Answer with an index 0 to {len(self.options) - 1}, "
+            f"a letter ({letters}) or an option's exact text."
+        )
+
+    def is_correct(self, choice: int | str) -> bool:
+        """True when ``choice`` (index, letter or text) is the right option."""
+        return self.index(choice) == self.answer
+
+    def check(self, choice: int | str) -> str:
+        """Feedback for ``choice``: '✓ Right. ...' or '✗ Not quite. ...' with its explanation."""
+        i = self.index(choice)
+        verdict = "✓ Right." if i == self.answer else "✗ Not quite, try again."
+        note = self.explanations[i] if self.explanations else ""
+        return f"{verdict} {note}".strip()
+
+    # -- display ------------------------------------------------------------------------
+
+    def text(self) -> str:
+        """The question and its lettered options as Markdown (the fallback view)."""
+        lines = [f"**Quiz.** {self.question}", ""]
+        lines += [f"- ({_LETTERS[i]}) {option}" for i, option in enumerate(self.options)]
+        lines += ["", "_Answer with the buttons in Jupyter, or in code: `.check('a')` on this "
+                  "quiz, with the letter you choose._"]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def __repr__(self) -> str:
+        return f"Quiz({self.question!r}, {len(self.options)} options)"
+
+    def _repr_markdown_(self) -> str:
+        return self.text()
+
+    def _build(self):
+        import ipywidgets as widgets
+
+        labels = [f"({_LETTERS[i]}) {option}" for i, option in enumerate(self.options)]
+        question = widgets.HTML(
+            f'<div style="{_FONT} font-weight: bold;">{html.escape(self.question)}</div>')
+        buttons = widgets.RadioButtons(options=labels, value=None,
+                                       layout=widgets.Layout(width="max-content"))
+        check = widgets.Button(description="Check", button_style="primary")
+        self._feedback = widgets.HTML()
+
+        def on_check(_):
+            if buttons.value is None:
+                self._show("Pick an option first.", None)
+                return
+            i = labels.index(buttons.value)
+            self._show(self.check(i), i == self.answer)
+
+        check.on_click(on_check)
+        self._buttons = buttons
+        self.widget = widgets.VBox(
+            [question, buttons, check, self._feedback],
+            layout=widgets.Layout(padding="8px", border="1px solid #ccc"),
+        )
+        # Large type for the options too (RadioButtons has no font setting of its own).
+        buttons.add_class("leakage-lab-quiz")
+        style = widgets.HTML(
+            "<style>.leakage-lab-quiz label { font-size: 18px !important; "
+            "line-height: 1.6 !important; }</style>")
+        self.widget.children = (style, *self.widget.children)
+        return self.widget
+
+    def _show(self, message: str, right: bool | None) -> None:
+        colour = {True: "#1a7f37", False: "#b35900", None: "#555"}[right]
+        self._feedback.value = (f'<div style="{_FONT} color: {colour};">'
+                                f"{html.escape(message)}</div>")
+
+    def choose(self, choice: int | str) -> str:
+        """Selects ``choice`` in the widget (if built), shows and returns its feedback."""
+        i = self.index(choice)
+        message = self.check(i)
+        if self.widget is not None:
+            self._buttons.value = self._buttons.options[i]
+            self._show(message, i == self.answer)
+        return message
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        """The widget for Jupyter, with the Markdown text for frontends without widgets."""
+        bundle = {"text/plain": self.text(), "text/markdown": self.text()}
+        try:
+            widget = self.widget if self.widget is not None else self._build()
+            view = widget._repr_mimebundle_(include=include, exclude=exclude)
+        except Exception:  # noqa: BLE001 - no ipywidgets or no kernel: text only
+            return bundle
+        if isinstance(view, tuple):  # (data, metadata)
+            view = view[0]
+        if view:
+            bundle.update({k: v for k, v in view.items() if k != "text/plain"})
+        return bundle
+
+
+def ask(question: str, options: Sequence[str], answer: int,
+        explanations: Sequence[str] | None = None) -> Quiz:
+    """Builds a :class:`Quiz`; end a notebook cell with it to show it."""
+    return Quiz(question, options, answer, explanations)
