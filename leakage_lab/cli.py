@@ -3,6 +3,7 @@
     leakage-lab demo            # DLG on a bundled photo; writes demo.png, prints PSNR
     leakage-lab list            # the labs, in order
     leakage-lab lab 1           # opens JupyterLab at lab 01
+    leakage-lab student OUT     # student copies of the labs (solutions stubbed) in OUT
 """
 
 from __future__ import annotations
@@ -71,11 +72,11 @@ def demo(args: argparse.Namespace) -> int:
     value = ll.metrics.psnr(res.images[0], truth)
     label = int(res.labels[0].argmax())
 
-    fig, axes = plt.subplots(1, 2, figsize=(6, 3.3))
-    for ax, img, title in ((axes[0], truth, "private image"),
-                           (axes[1], res.images[0], f"from its gradient\n{value:.1f} dB")):
+    fig, axes = plt.subplots(1, 2, figsize=(6, 3.4))
+    for ax, img, title in ((axes[0], truth, "the client's image"),
+                           (axes[1], res.images[0], f"rebuilt from its gradient: {value:.1f} dB")):
         ax.imshow(img.clip(0, 1), interpolation="nearest")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=11)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
@@ -110,11 +111,23 @@ def open_lab(args: argparse.Namespace) -> int:
     return subprocess.call(command, cwd=NOTEBOOKS)
 
 
+def student(args: argparse.Namespace) -> int:
+    from leakage_lab.student import write_student_copies
+
+    out = Path(args.out)
+    if out.resolve() == NOTEBOOKS.resolve():
+        print("Refusing to overwrite the master labs; choose another folder.", file=sys.stderr)
+        return 2
+    written = write_student_copies(NOTEBOOKS, out)
+    print(f"Wrote {len(written)} student labs to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leakage-lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="run DLG on a bundled photo and write a PNG")
-    p.add_argument("--image", type=int, default=2, help="index into tiny-images")
+    p.add_argument("--image", type=int, default=5, help="index into tiny-images")
     p.add_argument("--seed", type=int, default=0, help="weights and start of the attack")
     p.add_argument("--steps", type=int, default=3000, help="L-BFGS step budget")
     p.add_argument("--out", default="demo.png", help="where to write the picture")
@@ -124,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("lab", help="open lab N in JupyterLab")
     p.add_argument("number", type=int, nargs="?", default=0)
     p.set_defaults(run=open_lab)
+    p = sub.add_parser("student", help="write student copies of the labs (solutions stubbed)")
+    p.add_argument("out", help="folder to write them to")
+    p.set_defaults(run=student)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -29,3 +29,25 @@ def test_demo_writes_picture_and_reports_psnr(tmp_path, capsys):
 def test_demo_rejects_bad_image_index(capsys):
     assert cli.main(["demo", "--image", "100000"]) == 2
     assert "--image must be between 0 and" in capsys.readouterr().err
+
+
+def test_student_copies_have_no_solutions(tmp_path):
+    assert cli.main(["student", str(tmp_path)]) == 0
+    masters = {p.name: p for _, p, _ in cli.labs()}
+    copies = sorted(tmp_path.glob("*.ipynb"))
+    assert [p.name for p in copies] == sorted(masters)
+    for copy in copies:
+        text = copy.read_text(encoding="utf-8")
+        assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
+        master = masters[copy.name].read_text(encoding="utf-8")
+        assert text.count("raise NotImplementedError()") == master.count("### BEGIN SOLUTION")
+
+
+def test_student_source_keeps_indentation_and_drops_hidden_tests():
+    from leakage_lab.student import student_source
+
+    src = ("def f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION\n"
+           "### BEGIN HIDDEN TESTS\nassert f(1) == 2\n### END HIDDEN TESTS\nprint(1)\n")
+    assert student_source(src) == (
+        "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()\nprint(1)\n"
+    )

@@ -158,6 +158,20 @@ def test_minimize_stops_at_tol():
     assert out.best_loss <= tol
 
 
+def test_minimize_stops_when_images_settle():
+    """xtol: the images' RMS move per step over each window of steps; huge xtol stops at once."""
+    runs = {}
+    for chunk in (3, 10):
+        out = engine.minimize(quadratic, START, TARGET, optax.sgd(0.1), steps=100, chunk=chunk,
+                              xtol=1e9, window=5)
+        assert out.status == "converged" and out.steps == 5 and "settled" in out.message
+        runs[chunk] = out
+    np.testing.assert_array_equal(runs[3].losses, runs[10].losses)
+    never = engine.minimize(quadratic, START, TARGET, optax.sgd(0.1), steps=40, chunk=10,
+                            xtol=0.0, window=5)
+    assert never.status == "budget" and never.steps == 40
+
+
 def test_minimize_chunking_and_callback():
     runs = {}
     for chunk in (3, 10):
