@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _env import environment
 
 import leakage_lab as ll
 
@@ -52,7 +53,7 @@ def main() -> None:
             "steps": res.steps, "status": res.status,
             "label_ok": bool(np.argmax(res.labels[0]) == ds.labels[index]),
         })
-        print(json.dumps(rows[-1]), flush=True, file=__import__("sys").stderr)
+        print(json.dumps(rows[-1]), flush=True, file=sys.stderr)
     psnrs = np.array([r["psnr"] for r in rows])
     secs = np.array([r["seconds"] for r in rows])
     print(json.dumps({
@@ -67,10 +68,7 @@ def main() -> None:
         "min_psnr": float(psnrs.min()),
         "label_accuracy": float(np.mean([r["label_ok"] for r in rows])),
         "median_steps": float(np.median([r["steps"] for r in rows])),
-        "device": jax.devices()[0].device_kind,
-        "cpu_count": __import__("os").cpu_count(),
-        "jax": jax.__version__,
-        "python": platform.python_version(),
+        **environment(),
         "rows": rows,
     }, indent=1))
 

@@ -15,9 +15,11 @@ from leakage_lab import (
     distances,
     engine,
     fl,
+    labels,
     metrics,
     models,
     nn,
+    priors,
 )
 
 __version__ = "0.1.0"
@@ -39,9 +41,11 @@ __all__ = [
     "distances",
     "engine",
     "fl",
+    "labels",
     "metrics",
     "models",
     "nn",
+    "priors",
     "quiz",
     "widgets",
 ]

@@ -2,16 +2,23 @@
 
 Each is ``distance(observed, candidate) -> scalar`` and reads like its formula; an
 attack minimises it over the candidate input. The sums run over every leaf (layer).
+
+:func:`per_layer` and :func:`layer_weighted` apply a distance layer by layer (one
+layer = one top-level entry of the parameter dict, e.g. ``{"w": ..., "b": ...}``), so
+that some layers can count more than others.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 
 from leakage_lab.trees import tree_vdot
 
-__all__ = ["cosine", "l1", "l2"]
+__all__ = ["cosine", "l1", "l2", "layer_weighted", "per_layer"]
 
 
 def l2(observed, candidate) -> jax.Array:
@@ -35,3 +42,63 @@ def cosine(observed, candidate, eps: float = 1e-12) -> jax.Array:
     dot = tree_vdot(observed, candidate)
     norms = jnp.sqrt(tree_vdot(observed, observed)) * jnp.sqrt(tree_vdot(candidate, candidate))
     return 1.0 - dot / (norms + eps)
+
+
+def _check_layers(observed, candidate, who: str) -> None:
+    if not isinstance(observed, Mapping) or not isinstance(candidate, Mapping):
+        raise ValueError(f"{who} needs dicts of layers (as the models' params), got "
+                         f"{type(observed).__name__} and {type(candidate).__name__}.")
+    if set(observed) != set(candidate):
+        raise ValueError(f"{who}: the two updates have different layers: "
+                         f"{sorted(observed)} and {sorted(candidate)}.")
+
+
+def per_layer(distance: Callable, observed, candidate) -> dict[str, jax.Array]:
+    """The distance of each layer on its own: ``{l: d(g_l, g'_l)}``.
+
+    A layer is a top-level entry of the parameter dict (its weight and bias together).
+    With ``l2`` or ``l1`` the values add up to the distance over the whole update;
+    with ``cosine`` they are per-layer angles, which do not.
+
+        >>> import numpy as np
+        >>> g = {"fc1": {"w": np.ones(2)}, "fc2": {"w": np.zeros(1)}}
+        >>> h = {"fc1": {"w": np.zeros(2)}, "fc2": {"w": np.ones(1)}}
+        >>> {k: float(v) for k, v in per_layer(l2, g, h).items()}
+        {'fc1': 2.0, 'fc2': 1.0}
+    """
+    _check_layers(observed, candidate, "per_layer")
+    return {layer: distance(observed[layer], candidate[layer]) for layer in observed}
+
+
+@functools.cache
+def _layer_weighted(distance: Callable, weights: tuple[tuple[str, float], ...]) -> Callable:
+    def weighted(observed, candidate) -> jax.Array:
+        _check_layers(observed, candidate, "layer_weighted")
+        named = [layer for layer, _ in weights]
+        if set(named) != set(observed):
+            raise ValueError(f"layer_weighted: weights are for layers {named}, but the "
+                             f"update has layers {sorted(observed)}; give one per layer.")
+        return sum(w * distance(observed[layer], candidate[layer]) for layer, w in weights)
+
+    name = getattr(distance, "__name__", "d")
+    weighted.__doc__ = f"sum_l w_l {name}(g_l, g'_l) with w = {dict(weights)}."
+    return weighted
+
+
+def layer_weighted(distance: Callable, weights: Mapping[str, float]) -> Callable:
+    """A distance that weighs each layer: ``D(g, g') = sum_l w_l d(g_l, g'_l)``.
+
+    ``weights`` maps each layer name (a top-level key of the parameters) to ``w_l``.
+    Emphasising the first layers, whose gradients carry the most about the input, is
+    one option of Geiping et al.'s released code (NeurIPS 2020); Dimitrov et al. (TMLR
+    2022) weigh the layers of an L2 distance. The same (distance, weights) gives the
+    same function object, so attacks reuse their compiled code.
+
+        >>> import numpy as np
+        >>> g = {"fc1": {"w": np.ones(2)}, "fc2": {"w": np.zeros(1)}}
+        >>> h = {"fc1": {"w": np.zeros(2)}, "fc2": {"w": np.ones(1)}}
+        >>> float(layer_weighted(l2, {"fc1": 1.0, "fc2": 10.0})(g, h))
+        12.0
+    """
+    items = tuple(sorted((str(layer), float(w)) for layer, w in weights.items()))
+    return _layer_weighted(distance, items)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["AttackResult", "Frame", "Outcome", "minimize"]
+__all__ = ["AttackResult", "Frame", "Outcome", "attack_result", "minimize"]
 
 RUNNING, CONVERGED, NONFINITE, STATIONARY = 0, 1, 2, 3
 
@@ -94,6 +94,14 @@ class AttackResult(NamedTuple):
 
 def _images(variables):
     return variables["images"]
+
+
+def attack_result(outcome: Outcome, labels) -> AttackResult:
+    """An attack's result from the engine's outcome: the best images, with ``labels``."""
+    fields = outcome._asdict()
+    variables = fields.pop("variables")
+    return AttackResult(images=np.asarray(variables["images"]), labels=np.asarray(labels),
+                        **fields)
 
 
 class _State(NamedTuple):
