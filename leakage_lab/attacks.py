@@ -21,10 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from leakage_lab import distances, priors, trees
+from leakage_lab import distances, fl, priors, trees
 from leakage_lab.analytic import analytic_fc, analytic_fc_batch
 from leakage_lab.engine import AttackResult, attack_result, minimize
-from leakage_lab.fl import cross_entropy
 from leakage_lab.models import Model
 
 __all__ = [
@@ -32,6 +31,7 @@ __all__ = [
     "adam",
     "analytic_fc",
     "analytic_fc_batch",
+    "candidate_gradient",
     "dlg",
     "lbfgs",
     "reconstruct",
@@ -67,6 +67,15 @@ def check_shape(model: Model, shape, who: str) -> tuple[int, int, int, int]:
     return shape
 
 
+def candidate_gradient(model: Model, params, images, labels):
+    """The update a client holding ``(images, labels)`` would send: ∇θ of the mean CE.
+
+    The attacks compare it with the observed update and differentiate the comparison
+    with respect to ``images`` (a second derivative of the network).
+    """
+    return jax.grad(fl.loss, argnums=1)(model, params, images, labels)
+
+
 @functools.cache
 def _dlg_loss(model: Model, distance: Callable, known_labels: bool):
     """The DLG objective for ``model``; cached so the engine reuses its compiled code."""
@@ -74,11 +83,7 @@ def _dlg_loss(model: Model, distance: Callable, known_labels: bool):
     def loss(variables, data):
         x = variables["images"]
         y = data["labels"] if known_labels else jax.nn.softmax(variables["label_logits"])
-
-        def train_loss(p):
-            return jnp.mean(cross_entropy(model.apply(p, x), y))
-
-        return distance(data["grads"], jax.grad(train_loss)(data["params"]))
+        return distance(data["grads"], candidate_gradient(model, data["params"], x, y))
 
     return loss
 
@@ -118,12 +123,9 @@ def dlg(model: Model, params, grads, *, shape=None, steps: int = 300, key: jax.A
     shape = check_shape(model, shape if shape is not None else (1, *model.input_shape), "dlg")
     trees.check_matching(grads, params)
     if labels is not None:
-        labels = jnp.asarray(labels)
+        labels = _check_labels(model, labels, "dlg")
         if labels.shape != (shape[0],):
             raise ValueError(f"dlg: labels must have shape [{shape[0]}], got {list(labels.shape)}.")
-        if int(labels.min()) < 0 or int(labels.max()) >= model.num_classes:
-            raise ValueError(f"dlg: labels must lie in [0, {model.num_classes - 1}], "
-                             f"got {np.asarray(labels).tolist()}.")
     optimizer = optimizer if optimizer is not None else lbfgs()
     loss_fn = _dlg_loss(model, distance, labels is not None)
     data = {"grads": grads, "params": params}
@@ -186,11 +188,7 @@ def _inverting_loss(model: Model, distance: Callable, prior: Callable):
 
     def loss(variables, data):
         x = variables["images"]
-
-        def train_loss(p):
-            return jnp.mean(cross_entropy(model.apply(p, x), data["labels"]))
-
-        candidate = jax.grad(train_loss)(data["params"])
+        candidate = candidate_gradient(model, data["params"], x, data["labels"])
         return distance(data["grads"], candidate) + data["prior_weight"] * prior(x)
 
     return loss
