@@ -20,6 +20,7 @@ from leakage_lab import (
     models,
     nn,
     priors,
+    secagg,
 )
 
 __version__ = "0.1.0"
@@ -47,5 +48,6 @@ __all__ = [
     "nn",
     "priors",
     "quiz",
+    "secagg",
     "widgets",
 ]
