@@ -20,6 +20,7 @@ from leakage_lab import (
     models,
     nn,
     priors,
+    privacy,
     secagg,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "models",
     "nn",
     "priors",
+    "privacy",
     "quiz",
     "secagg",
     "widgets",

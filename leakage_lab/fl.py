@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from leakage_lab import privacy
 from leakage_lab.models import Model, check_images
 
 __all__ = [
@@ -131,17 +132,30 @@ def _masked_loss(model, params, images, labels, mask):
     return jnp.sum(mask * ce) / jnp.sum(mask)
 
 
+def _private_gradient(model, params, images, labels, mask, dp, key):
+    """DP-SGD's batch gradient: per-example gradients, clipped, summed, noised, averaged."""
+    per_example = jax.vmap(
+        lambda x, y: jax.grad(loss, argnums=1)(model, params, x[None], y[None])
+    )(images, labels)
+    return privacy.clip_and_noise(per_example, mask, dp, key=key)
+
+
 @partial(jax.jit, static_argnums=(0, 5, 6, 7))
-def _client_steps(model, params, images, labels, key, lr, epochs, batch_size):
+def _client_steps(model, params, images, labels, key, lr, epochs, batch_size, dp):
     idx, mask = batch_schedule(key, images.shape[0], epochs=epochs, batch_size=batch_size)
+    noise_key = jax.random.fold_in(key, 1)
 
     def step(p, batch):
-        i, m = batch
-        g = jax.grad(_masked_loss, argnums=1)(model, p, images[i], labels[i], m)
+        i, m, t = batch
+        if dp is None:
+            g = jax.grad(_masked_loss, argnums=1)(model, p, images[i], labels[i], m)
+        else:
+            g = _private_gradient(model, p, images[i], labels[i], m, dp,
+                                  jax.random.fold_in(noise_key, t))
         p = jax.tree.map(lambda w, d: w - lr * d, p, g)
         return p, p
 
-    final, path = jax.lax.scan(step, params, (idx, mask))
+    final, path = jax.lax.scan(step, params, (idx, mask, jnp.arange(idx.shape[0])))
     return final, path, idx, mask
 
 
@@ -170,30 +184,34 @@ def _check_client_args(model, params, images, labels, lr, epochs, batch_size, wh
 
 
 def client_steps(model: Model, params, images, labels, *, lr: float, epochs: int,
-                 batch_size: int, key: jax.Array) -> ClientRun:
+                 batch_size: int, key: jax.Array,
+                 dp: privacy.DPSGD | None = None) -> ClientRun:
     """Runs Algorithm 1 and returns the final weights with the hidden intermediate ones."""
     _check_client_args(model, params, images, labels, lr, epochs, batch_size, "fl.client_steps")
     final, path, idx, mask = _client_steps(
         model, params, jnp.asarray(images), jnp.asarray(labels), key,
-        float(lr), int(epochs), int(batch_size),
+        float(lr), int(epochs), int(batch_size), dp,
     )
     shape = (int(epochs), -1, int(batch_size))
     return ClientRun(final, path, idx.reshape(shape), mask.reshape(shape))
 
 
 def client_update(model: Model, params, images, labels, *, lr: float, epochs: int,
-                  batch_size: int, key: jax.Array):
+                  batch_size: int, key: jax.Array, dp: privacy.DPSGD | None = None):
     """FedAvg's ClientUpdate (Dimitrov et al., TMLR 2022, Algorithm 1).
 
     For each of ``epochs`` epochs the client splits its data at random into
     ``ceil(N / batch_size)`` batches and takes one SGD step of rate ``lr`` per batch:
     ``θ ← θ - lr · ∇θ CE(f(X_b, θ), Y_b)``. Returns the final weights θc, all the server
     sees. With one epoch and ``batch_size >= N`` this is ``params - lr * gradient(...)``.
+
+    With ``dp=privacy.dp_sgd(C, σ)`` every step is a DP-SGD step instead (per-example
+    clipping to norm C, Gaussian noise σ·C); ``privacy.epsilon`` gives the budget.
     """
     _check_client_args(model, params, images, labels, lr, epochs, batch_size, "fl.client_update")
     final, _, _, _ = _client_steps(
         model, params, jnp.asarray(images), jnp.asarray(labels), key,
-        float(lr), int(epochs), int(batch_size),
+        float(lr), int(epochs), int(batch_size), dp,
     )
     return final
 
@@ -230,11 +248,13 @@ def average(updates: list, sizes) -> dict:
 
 
 class TrainResult(NamedTuple):
-    """Outcome of ``train``: final weights and the test accuracy after each round."""
+    """Outcome of ``train``: final weights, test accuracy after each round, and the
+    privacy budget ε when the clients ran DP-SGD (``None`` otherwise)."""
 
     params: dict
     accuracy: list[float]
     rounds: int
+    epsilon: float | None = None
 
 
 def _arrays(client):
@@ -245,7 +265,8 @@ def _arrays(client):
 
 
 def train(model: Model, params, clients, *, rounds: int, clients_per_round: int, lr: float,
-          epochs: int, batch_size: int, key: jax.Array, test=None, callback=None) -> TrainResult:
+          epochs: int, batch_size: int, key: jax.Array, test=None, callback=None,
+          dp: privacy.DPSGD | None = None, delta: float = 1e-5) -> TrainResult:
     """FedAvg training: the server loop around ``client_update``.
 
     Args:
@@ -256,6 +277,9 @@ def train(model: Model, params, clients, *, rounds: int, clients_per_round: int,
         key: PRNG key; split per round and per client.
         test: optional held-out data set; its accuracy is recorded after every round.
         callback: optional ``callback(round, params, acc)`` called after every round.
+        dp: DP-SGD settings for every client's local steps (``privacy.dp_sgd``); then
+            ``TrainResult.epsilon`` is the largest ε (at ``delta``) over the clients, for
+            the local steps each one actually took.
     """
     if not 1 <= clients_per_round <= len(clients):
         raise ValueError(
@@ -263,6 +287,7 @@ def train(model: Model, params, clients, *, rounds: int, clients_per_round: int,
             f"got {clients_per_round}."
         )
     accs = []
+    local_steps = np.zeros(len(clients), np.int64)
     for r in range(rounds):
         pick_key, client_key = jax.random.split(jax.random.fold_in(key, r))
         chosen = np.asarray(jax.random.choice(pick_key, len(clients), (clients_per_round,),
@@ -272,11 +297,19 @@ def train(model: Model, params, clients, *, rounds: int, clients_per_round: int,
             images, labels = _arrays(clients[int(c)])
             updates.append(client_update(model, params, images, labels, lr=lr, epochs=epochs,
                                          batch_size=batch_size,
-                                         key=jax.random.fold_in(client_key, j)))
+                                         key=jax.random.fold_in(client_key, j), dp=dp))
             sizes.append(len(labels))
+            local_steps[int(c)] += epochs * math.ceil(len(labels) / batch_size)
         params = average(updates, sizes)
         acc = accuracy(model, params, *_arrays(test)) if test is not None else float("nan")
         accs.append(acc)
         if callback is not None:
             callback(r, params, acc)
-    return TrainResult(params, accs, rounds)
+    eps = None
+    if dp is not None:
+        eps = max(
+            privacy.epsilon(dp, sampling_rate=min(1.0, batch_size / len(_arrays(c)[1])),
+                            steps=int(n), delta=delta)
+            for c, n in zip(clients, local_steps, strict=True)
+        )
+    return TrainResult(params, accs, rounds, eps)
