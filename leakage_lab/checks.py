@@ -21,7 +21,7 @@ import numpy as np
 
 from leakage_lab import distances
 
-__all__ = ["CheckFailed", "fedavg_average", "gradient_distance"]
+__all__ = ["CheckFailed", "fedavg_average", "gradient_distance", "idlg_label", "total_variation"]
 
 
 class CheckFailed(AssertionError):
@@ -270,3 +270,203 @@ def fedavg_average(fn: Callable) -> None:
               "clients hard-coded?")
     _ok(f"{name}: the weighted mean of the clients' weights, leaf by leaf, for any "
         "number of clients.")
+
+
+# --------------------------------------------------------------------------------------
+# Labs 02 and 03: the iDLG rule and total variation
+# --------------------------------------------------------------------------------------
+
+
+def _as_label(value, what: str) -> int:
+    if value is None:
+        _fail(f"{what} returned None: did you forget the `return` statement?")
+    if np.size(value) != 1:
+        _fail(f"{what} returned {np.size(value)} values (shape {list(np.shape(value))}), "
+              "expected one class index: reduce the K bias gradients to a single int, "
+              "e.g. int(jnp.argmin(bias_grad)).")
+    number = float(np.asarray(value).reshape(()))
+    if number != round(number):
+        _fail(f"{what} returned {number:g}, which is not a class index: return the *position* "
+              "of the entry (argmin), not the entry itself.")
+    return int(round(number))
+
+
+def _bias_gradient(key: jax.Array, num_classes: int, label: int, confidence: float):
+    """``p - onehot(label)`` for a random softmax ``p`` with ``p[label] = confidence``."""
+    logits = jax.random.normal(key, (num_classes,))
+    others = np.asarray(jax.nn.softmax(logits)) * (1.0 - confidence)
+    p = np.where(np.arange(num_classes) == label, 0.0, others)
+    p = p / p.sum() * (1.0 - confidence)
+    p[label] = confidence
+    return p - np.eye(num_classes)[label]
+
+
+def idlg_label(fn: Callable) -> None:
+    """Checks an implementation of iDLG's sign rule (lab 02; Zhao et al., 2020).
+
+    ``fn(bias_grad)`` gets the gradient of the last layer's bias for *one* sample,
+    ``dL/db_k = p_k - y_k`` (shape ``[K]``), and should return the true class as an int:
+    the only negative entry, ``argmin_k dL/db_k``. The check compares it with
+    ``ll.labels.idlg`` on real gradients of a small network, then on hand-made
+    gradients of confident and unsure networks with 2 to 100 classes.
+
+    Args:
+        fn: the learner's rule.
+
+    Raises:
+        CheckFailed: with a hint naming the likely mistake (argmax instead of argmin,
+            the magnitude instead of the sign, an off-by-one, an array instead of an int...).
+    """
+    from leakage_lab import fl, labels, models  # imported here: checks stays light
+
+    name = getattr(fn, "__name__", "your function")
+    what = f"{name}(bias_grad)"
+
+    # 1. Real single-sample gradients of an untrained MLP, against ll.labels.idlg.
+    model = models.mlp(num_classes=10, input_shape=(4, 4, 1), hidden=(16,))
+    params = model.init(jax.random.key(0))
+    layer = labels.last_layer(model, params)
+    images = jax.random.uniform(jax.random.key(1), (6, 4, 4, 1))
+    truth = [3, 0, 9, 5, 5, 7]
+    for x, y in zip(images, truth, strict=True):
+        grads = fl.gradient(model, params, x[None], jnp.array([y]))
+        want = int(labels.idlg(model, params, grads)[0])
+        bias_grad = grads[layer]["b"]
+        got = _as_label(_call(fn, bias_grad, what=what), what)
+        if got != want:
+            b = np.asarray(bias_grad)
+            if got == int(np.argmax(b)):
+                _fail(f"{name} returned class {got}, the LARGEST entry of the bias gradient, "
+                      f"but the true class is {want}: you took argmax. dL/db_k = p_k - y_k is "
+                      "p_k >= 0 for every wrong class and p_y - 1 < 0 for the true one, so the "
+                      "true class is the only NEGATIVE entry: take argmin.")
+            if got == want + 1 or got == want - 1:
+                _fail(f"{name} returned {got} where {want} was expected: off by one. Classes "
+                      "are numbered from 0, like the positions of the array.")
+            if got == int(np.argmin(np.abs(b))):
+                _fail(f"{name} returned {got}, the entry closest to zero: the clue is the "
+                      "SIGN, not the size. The true class is the only negative entry.")
+            _fail(f"{name} returned class {got} for a gradient whose true class is {want} "
+                  f"(bias gradient {np.round(b, 3).tolist()}): the true class is the only "
+                  "negative entry.")
+
+    # 2. Hand-made gradients: confident networks (p_y near 1, so p_y - 1 near 0), many classes.
+    cases = [(2, 1, 0.5), (7, 4, 0.999), (10, 0, 0.99), (100, 63, 0.3), (100, 99, 0.9999)]
+    for seed, (k, y, confidence) in enumerate(cases):
+        b = _bias_gradient(jax.random.key(100 + seed), k, y, confidence)
+        for array in (b, jnp.asarray(b, jnp.float32)):
+            got = _as_label(_call(fn, array, what=what), what)
+            if got != y:
+                if got == int(np.argmax(np.abs(b))):
+                    _fail(f"{name} returned {got}, the entry of LARGEST MAGNITUDE, but the "
+                          f"true class is {y}. That works on an untrained network (p_y - 1 "
+                          "≈ -0.9 dominates), but a confident network has p_y ≈ 1, so "
+                          "p_y - 1 ≈ 0: use the sign. The true class is the only negative entry.")
+                if got == int(np.argmax(b)):
+                    _fail(f"{name} returned {got}, the largest entry, not the true class {y}: "
+                          "the true class is the only NEGATIVE entry; take argmin.")
+                _fail(f"{name} returned {got} on a {k}-class gradient whose only negative "
+                      f"entry is class {y} (confidence p_y = {confidence}): is something "
+                      "hard-coded (the number of classes, a threshold)?")
+    _ok(f"{name}: finds the true class, the only negative entry, on 6 real gradients (as "
+        "ll.labels.idlg) and on 5 hand-made ones with 2 to 100 classes.")
+
+
+def _tv_variants(images):
+    x = jnp.asarray(images, jnp.float32)
+    dy, dx = x[:, 1:] - x[:, :-1], x[:, :, 1:] - x[:, :, :-1]
+    db, dc = x[1:] - x[:-1], x[..., 1:] - x[..., :-1]
+    both = jnp.concatenate([jnp.ravel(dy), jnp.ravel(dx)])
+    return [
+        (jnp.sum(jnp.abs(dy)) + jnp.sum(jnp.abs(dx)),
+         "that is the SUM of the absolute differences: take the MEAN over each direction "
+         "(jnp.mean), so the value does not grow with the image size"),
+        (jnp.mean(jnp.abs(dy)), "only the vertical differences (along the height) count: add "
+                                "the mean |difference| along the width too"),
+        (jnp.mean(jnp.abs(dx)), "only the horizontal differences (along the width) count: add "
+                                "the mean |difference| along the height too"),
+        (jnp.mean(dy**2) + jnp.mean(dx**2),
+         "you squared the differences: that is the squared (L2) variation "
+         "(ll.priors.total_variation_squared), which blurs edges. Anisotropic TV takes "
+         "their absolute value, jnp.abs"),
+        (jnp.mean(jnp.sqrt(dy[:, :, :-1] ** 2 + dx[:, :-1, :] ** 2)),
+         "that is the isotropic TV, sqrt(dy² + dx²); the anisotropic one adds the absolute "
+         "values of the two directions separately"),
+        (jnp.mean(jnp.abs(both)), "that is the mean over both directions pooled together, "
+                                  "about half the right value: take the mean of each "
+                                  "direction separately, then add the two means"),
+        (jnp.mean(dy) + jnp.mean(dx), "the differences were not made positive, so rising and "
+                                      "falling edges cancel: take jnp.abs of each difference"),
+        (jnp.mean(jnp.abs(db)) + jnp.mean(jnp.abs(dx)),
+         "one of your differences runs along axis 0, the batch: images are [N, H, W, C], "
+         "so neighbours in the picture differ along axes 1 (height) and 2 (width)"),
+        (jnp.mean(jnp.abs(dy)) + jnp.mean(jnp.abs(dc)),
+         "one of your differences runs along the last axis, the channels: images are "
+         "[N, H, W, C], so neighbours differ along axes 1 (height) and 2 (width)"),
+        (jnp.mean(jnp.abs(db)) + jnp.mean(jnp.abs(dy)),
+         "your differences run along axes 0 and 1: images are [N, H, W, C], so use axes 1 "
+         "(height) and 2 (width); axis 0 is the batch"),
+    ]
+
+
+def total_variation(fn: Callable) -> None:
+    """Checks an implementation of anisotropic total variation (lab 03).
+
+    ``fn(images)`` gets a batch ``[N, H, W, C]`` and should return, like
+    ``ll.priors.total_variation`` (Geiping et al., NeurIPS 2020),
+
+        TV(x) = mean |x[:, i+1, j] - x[:, i, j]|  +  mean |x[:, i, j+1] - x[:, i, j]|
+
+    as a scalar JAX can differentiate. Checked on random non-square batches, a constant
+    image (0) and a 0/1 checkerboard (2).
+
+    Args:
+        fn: the learner's prior.
+
+    Raises:
+        CheckFailed: with a hint naming the likely mistake (a sum instead of a mean, one
+            direction only, squares, the isotropic form, the wrong axes...).
+    """
+    from leakage_lab import priors
+
+    name = getattr(fn, "__name__", "your function")
+    what = f"{name}(images)"
+
+    flat = jnp.full((2, 5, 7, 3), 0.3)
+    value = _scalar(_call(fn, flat, what=what), what)
+    if abs(value) > 1e-6:
+        _fail(f"{name} gives {value:.4g} for constant images, where nothing varies: it must "
+              "be 0. Did you use differences of NEIGHBOURING pixels, x[:, 1:] - x[:, :-1]?")
+
+    for seed, shape in enumerate([(2, 6, 9, 3), (3, 8, 5, 1)]):
+        x = jax.random.uniform(jax.random.key(20 + seed), shape)
+        got = _scalar(_call(fn, x, what=what), what)
+        want = float(priors.total_variation(x))
+        if not _close(got, want):
+            for variant, hint in _tv_variants(x):
+                if _close(got, float(variant)):
+                    _fail(f"{name} returned {got:.4g} where {want:.4g} was expected: {hint}.")
+            if got < 0:
+                _fail(f"{name} returned {got:.4g} < 0: a penalty is never negative; take the "
+                      "absolute value of each difference.")
+            _fail(f"{name} returned {got:.4g} on random images of shape {list(shape)} where "
+                  f"{want:.4g} was expected: compute mean(|x[:, 1:] - x[:, :-1]|) + "
+                  "mean(|x[:, :, 1:] - x[:, :, :-1]|).")
+
+    board = (jnp.indices((6, 6)).sum(axis=0) % 2).astype(jnp.float32)[None, :, :, None]
+    value = _scalar(_call(fn, board, what=what), what)
+    if not _close(value, 2.0):
+        _fail(f"{name} gives {value:.4g} for a 0/1 checkerboard, where every neighbour "
+              "differs by 1: expected 1 + 1 = 2.")
+
+    x = jax.random.uniform(jax.random.key(30), (2, 6, 9, 3))
+    try:
+        grad = jax.jit(jax.grad(fn))(x)
+    except Exception as err:  # noqa: BLE001
+        _fail(f"JAX could not differentiate {name} under jit ({type(err).__name__}). Use "
+              "jax.numpy (jnp.abs, jnp.mean), and no float() or .item() on the values.")
+    if not _close(grad, jax.grad(priors.total_variation)(x)):
+        _fail(f"{name} has the right values but the wrong gradient: did you stop the gradient "
+              "or round something?")
+    _ok(f"{name}: matches ll.priors.total_variation on random batches, 0 on a flat image, 2 on "
+        "a checkerboard, and JAX can differentiate it.")
