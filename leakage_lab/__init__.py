@@ -9,9 +9,11 @@ gradient-leakage attacks on one optimisation engine, metrics and live widgets.
 
 from leakage_lab import (
     attacks,
+    bayes,
     checks,
     config,
     data,
+    defenses,
     distances,
     engine,
     fl,
@@ -22,6 +24,7 @@ from leakage_lab import (
     priors,
     privacy,
     secagg,
+    toy,
 )
 
 __version__ = "0.1.0"
@@ -37,9 +40,11 @@ def __getattr__(name):
 
 __all__ = [
     "attacks",
+    "bayes",
     "checks",
     "config",
     "data",
+    "defenses",
     "distances",
     "engine",
     "fl",
@@ -51,5 +56,6 @@ __all__ = [
     "privacy",
     "quiz",
     "secagg",
+    "toy",
     "widgets",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "adam",
     "analytic_fc",
     "analytic_fc_batch",
+    "bayes",
     "candidate_gradient",
     "dlg",
     "lbfgs",
@@ -278,3 +279,7 @@ def reconstruct(model: Model, params, grads, *, labels, shape=None,
         if best is None or out.best_loss < best.best_loss:
             best = out
     return attack_result(best, labels)
+
+
+# The Bayes attack builds on the helpers above, so it is imported last.
+from leakage_lab.bayes import bayes  # noqa: E402
