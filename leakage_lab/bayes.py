@@ -37,8 +37,10 @@ Bayes (Balunović et al., ICLR 2022)    TV (here)                the defense's `
 (the conditional column gives ``-log p(g | x)`` up to a constant).
 
 In code, :data:`PRIOR_WORK` holds the first two rows as ``(prior, conditional)`` pairs
-that :func:`bayes` runs; ``defenses.from_distance(distances.l2)`` is exactly
-``defenses.gaussian(σ = 1/√2)`` up to a constant.
+that :func:`bayes` runs, and :func:`gradinversion` builds the third for a given
+network and set of public images (its prior depends on both);
+``defenses.from_distance(distances.l2)`` is exactly ``defenses.gaussian(σ = 1/√2)`` up
+to a constant.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ from leakage_lab.engine import AttackResult, attack_result, minimize
 from leakage_lab.fl import cross_entropy
 from leakage_lab.models import Model
 
-__all__ = ["PRIOR_WORK", "Reading", "ball_offsets", "bayes", "neg_log_posterior"]
+__all__ = ["PRIOR_WORK", "Reading", "ball_offsets", "bayes", "gradinversion",
+           "neg_log_posterior"]
 
 
 class Reading(NamedTuple):
@@ -76,6 +79,23 @@ PRIOR_WORK = (
     Reading("Inverting Gradients (Geiping et al., NeurIPS 2020)", priors.total_variation,
             defenses.from_distance(distances.cosine)),
 )
+
+
+def gradinversion(model: Model, params, reference_images, *,
+                  deep_inversion_weight: float = 1.0) -> Reading:
+    """GradInversion (Yin et al., CVPR 2021) read as a Bayesian adversary.
+
+    Prior: total variation plus ``deep_inversion_weight`` times the DeepInversion-style
+    feature-statistics term (:func:`leakage_lab.priors.feature_statistics`, statistics
+    from ``reference_images``); conditional: Gaussian, i.e. the L2 distance.
+    """
+    deep_inversion = priors.feature_statistics(model, params, reference_images)
+
+    def prior(images):
+        return priors.total_variation(images) + deep_inversion_weight * deep_inversion(images)
+
+    return Reading("GradInversion (Yin et al., CVPR 2021)", prior,
+                   defenses.from_distance(distances.l2))
 
 
 # ---------------------------------------------------------------------------------------

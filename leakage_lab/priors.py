@@ -16,11 +16,14 @@ log-prior, ``-log p(x)`` up to a constant and a scale.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
 __all__ = [
     "clip",
+    "feature_statistics",
     "l2",
     "total_variation",
     "total_variation_isotropic",
@@ -92,3 +95,31 @@ def clip(images: jax.Array) -> jax.Array:
 def uniform(images: jax.Array) -> jax.Array:
     """The uniform prior (no preference, as in DLG): always 0."""
     return jnp.zeros((), images.dtype)
+
+
+def feature_statistics(model, params, reference_images) -> Callable:
+    """A DeepInversion-style prior: features should look like those of natural images.
+
+    GradInversion (Yin et al., CVPR 2021) adds to its gradient distance a DeepInversion
+    term that pulls the batch-norm statistics of the candidate's feature maps towards the
+    network's running statistics. The networks here have no batch norm, so the reference
+    statistics come from a few public ``reference_images`` instead: the mean ``μ`` and
+    variance ``v`` of every penultimate unit (``model.features``). The penalty is
+
+        ``R(x) = mean_u (μ_u(x) - μ_u)²  +  mean_u (v_u(x) - v_u)²``
+
+    with the candidate's statistics taken over its batch (for one image only the mean
+    term acts). Returns ``prior(images) -> scalar``.
+    """
+    if model.features is None:
+        raise ValueError(f"feature_statistics needs {model.name}'s penultimate features.")
+    reference = model.features(params, jnp.asarray(reference_images))
+    mean, var = jnp.mean(reference, axis=0), jnp.var(reference, axis=0)
+
+    def deep_inversion(images: jax.Array) -> jax.Array:
+        f = model.features(params, images)
+        mean_gap = jnp.mean((jnp.mean(f, axis=0) - mean) ** 2)
+        var_gap = jnp.mean((jnp.var(f, axis=0) - var) ** 2)
+        return mean_gap + var_gap
+
+    return deep_inversion

@@ -122,3 +122,24 @@ def test_bad_input():
                     steps=2, key=jax.random.key(0))
     with pytest.raises(ValueError, match="mc_samples"):
         bayes.bayes(MODEL, params, grads, defense=defenses.gaussian(0.1), mc_samples=-1, **kw)
+
+
+def test_gradinversion_is_tv_plus_feature_statistics_with_a_gaussian_conditional():
+    model = models.lenet(num_classes=4, input_shape=(8, 8, 1))
+    params = model.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    public = rng.uniform(0.3, 0.7, size=(16, 8, 8, 1)).astype(np.float32)
+    reading = bayes.gradinversion(model, params, public, deep_inversion_weight=1.0)
+    deep = priors.feature_statistics(model, params, public)
+    # The DeepInversion term is smallest on images like the public ones.
+    assert float(deep(jnp.asarray(public))) < 1e-6
+    noise = jnp.asarray(rng.uniform(size=(16, 8, 8, 1)).astype(np.float32))
+    assert float(deep(noise)) > 10 * float(deep(jnp.asarray(public))) + 1e-6
+    x = noise[:2]
+    np.testing.assert_allclose(reading.prior(x),
+                               priors.total_variation(x) + deep(x), rtol=1e-6)
+    # Gaussian conditional: -log p is the L2 distance (scale 1) up to a constant.
+    g = {"a": jnp.ones(3)}
+    h = {"a": jnp.array([1.0, 2.0, 3.0])}
+    diff = reading.conditional.log_prob(g, g) - reading.conditional.log_prob(g, h)
+    np.testing.assert_allclose(diff, distances.l2(g, h), rtol=1e-6)
