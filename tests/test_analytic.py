@@ -8,28 +8,11 @@ mismatch, bad labels.
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import numpy_init
 
 from leakage_lab import analytic, data, fl, models
-
-
-def init(model, seed):
-    """Weights shaped like ``model.init``'s, drawn with numpy (``model.init`` takes seconds
-    to compile): U(-0.5, 0.5) for the LeNet as in DLG, else PyTorch's default
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in the product of a weight's input dims."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(model.init, jax.random.key(0))
-    params = {}
-    for name, layer in shapes.items():
-        bound = 0.5 if model.name.startswith("lenet") else \
-            1 / np.sqrt(np.prod(layer["w"].shape[:-1]))
-        params[name] = {k: jnp.asarray(rng.uniform(-bound, bound, v.shape), jnp.float32)
-                        for k, v in layer.items()}
-    return params
-
 
 DS = data.load("digits")
 
@@ -41,7 +24,7 @@ def relative_error(got, want):
 
 def test_first_layer_of_an_mlp_gives_the_image():
     model = models.mlp(num_classes=10, input_shape=(28, 28, 1), hidden=(64,))
-    params = init(model, 0)
+    params = numpy_init(model, 0)
     for i in (0, 1, 2):
         image, label = DS.images[i : i + 1], DS.labels[i : i + 1]
         g = fl.gradient(model, params, image, label)  # float32 throughout
@@ -53,7 +36,7 @@ def test_first_layer_of_an_mlp_gives_the_image():
 
 def test_last_layer_of_a_convnet_gives_the_features():
     model = models.convnet(num_classes=10, input_shape=(28, 28, 1))
-    params = init(model, 1)
+    params = numpy_init(model, 1)
     image, label = DS.images[3:4], DS.labels[3:4]
     g = fl.gradient(model, params, image, label)
     f = model.features(params, image)[0]

@@ -15,23 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import numpy_init
 
 from leakage_lab import data, fl, labels, models
-
-
-def init(model, seed):
-    """Weights shaped like ``model.init``'s, drawn with numpy (``model.init`` takes seconds
-    to compile): U(-0.5, 0.5) for the LeNet as in DLG, else PyTorch's default
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in the product of a weight's input dims."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(model.init, jax.random.key(0))
-    params = {}
-    for name, layer in shapes.items():
-        bound = 0.5 if model.name.startswith("lenet") else \
-            1 / np.sqrt(np.prod(layer["w"].shape[:-1]))
-        params[name] = {k: jnp.asarray(rng.uniform(-bound, bound, v.shape), jnp.float32)
-                        for k, v in layer.items()}
-    return params
 
 
 @functools.cache
@@ -61,7 +47,7 @@ MLP = models.mlp(num_classes=10, input_shape=(28, 28, 1), hidden=(32,))
 def trained_mlp():
     """A ReLU mlp after five epochs of SGD on 1,000 digits (~85% accuracy, ~1 s)."""
     images, targets = sample(1000, seed=1)
-    return fl.client_update(MLP, init(MLP, 1), images, targets, lr=0.2,
+    return fl.client_update(MLP, numpy_init(MLP, 1), images, targets, lr=0.2,
                             epochs=5, batch_size=50, key=jax.random.key(2))
 
 
@@ -78,7 +64,7 @@ def trained_mlp():
     (models.mlp(num_classes=4, input_shape=(2, 2, 1), hidden=(4, 4, 4)), "fc4"),
 ])
 def test_last_layer_finds_the_head(model, name):
-    assert labels.last_layer(model, init(model, 0)) == name
+    assert labels.last_layer(model, numpy_init(model, 0)) == name
 
 
 # --------------------------------------------------------------------------------------
@@ -88,7 +74,7 @@ def test_last_layer_finds_the_head(model, name):
 
 @pytest.mark.parametrize("model", [LENET, CONVNET], ids=["sigmoid-lenet", "relu-convnet"])
 def test_idlg_recovers_every_label_on_untrained_networks(model):
-    params = init(model, 3)
+    params = numpy_init(model, 3)
     images, targets = sample(100, seed=4)
     for g, y in zip(single_gradients(model, params, images, targets), targets, strict=True):
         for use_bias in (True, False):
@@ -108,7 +94,7 @@ def test_idlg_recovers_every_label_on_a_trained_network():
 
 def test_idlg_bias_rule_needs_no_sign_of_the_activations():
     model = models.mlp(num_classes=5, input_shape=(4, 4, 1), hidden=(8,), activation=jnp.tanh)
-    params = init(model, 0)
+    params = numpy_init(model, 0)
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(50, 4, 4, 1)).astype(np.float32)
     targets = (np.arange(50) % 5).astype(np.int32)
@@ -124,7 +110,7 @@ def test_idlg_bias_rule_needs_no_sign_of_the_activations():
 def test_geng_estimate_is_exact_for_a_repeated_image():
     # All samples share O_i and p_i, and the dummy statistics are measured on the image
     # itself: Eq. 2 then holds with equality.
-    params = init(CONVNET, 7)
+    params = numpy_init(CONVNET, 7)
     image = digits().images[0]
     targets = np.array([0, 0, 1, 3, 3, 3, 9], np.int32)
     images = np.repeat(image[None], len(targets), axis=0)
@@ -137,7 +123,7 @@ def test_geng_estimate_is_exact_for_a_repeated_image():
 
 
 def test_batch_counts_on_an_untrained_convnet():
-    params = init(CONVNET, 8)
+    params = numpy_init(CONVNET, 8)
     errors = []
     for seed in range(5):
         images, targets = sample(8, seed=100 + seed)
@@ -152,7 +138,7 @@ def test_batch_counts_on_an_untrained_convnet():
 
 
 def test_batch_counts_is_reproducible():
-    params = init(CONVNET, 9)
+    params = numpy_init(CONVNET, 9)
     images, targets = sample(4, seed=10)
     g = fl.gradient(CONVNET, params, images, targets)
     a = labels.batch_counts(CONVNET, params, g, num_samples=4, key=jax.random.key(1))
@@ -185,7 +171,7 @@ def test_counts_to_labels():
 
 
 def test_errors():
-    params = init(CONVNET, 0)
+    params = numpy_init(CONVNET, 0)
     images, targets = sample(2, seed=0)
     g = fl.gradient(CONVNET, params, images, targets)
     key = jax.random.key(0)

@@ -1,0 +1,20 @@
+"""Helpers shared by the tests."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def numpy_init(model, seed):
+    """Weights shaped like ``model.init``'s, drawn with numpy (``model.init`` takes seconds
+    to compile): U(-0.5, 0.5) for the LeNet as in DLG, else PyTorch's default
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in the product of a weight's input dims."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    params = {}
+    for name, layer in shapes.items():
+        bound = 0.5 if model.name.startswith("lenet") else \
+            1 / np.sqrt(np.prod(layer["w"].shape[:-1]))
+        params[name] = {k: jnp.asarray(rng.uniform(-bound, bound, v.shape), jnp.float32)
+                        for k, v in layer.items()}
+    return params
