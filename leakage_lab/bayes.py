@@ -56,9 +56,15 @@ import numpy as np
 import optax
 
 from leakage_lab import defenses, distances, priors, trees
-from leakage_lab.attacks import _check_labels, _on_images, check_shape, signed_adam, unit_box
+from leakage_lab.attacks import (
+    _check_labels,
+    _on_images,
+    candidate_gradient,
+    check_shape,
+    signed_adam,
+    unit_box,
+)
 from leakage_lab.engine import AttackResult, attack_result, minimize
-from leakage_lab.fl import cross_entropy
 from leakage_lab.models import Model
 
 __all__ = ["PRIOR_WORK", "Reading", "ball_offsets", "bayes", "gradinversion",
@@ -117,15 +123,6 @@ def _parts(log_prob: Callable):
     return log_prob, (), {}
 
 
-def _clean_gradient(model: Model, params, images, labels):
-    """``∇θ L(x, y)``: the gradient of the mean cross-entropy at ``params``."""
-
-    def train_loss(p):
-        return jnp.mean(cross_entropy(model.apply(p, images), labels))
-
-    return jax.grad(train_loss)(params)
-
-
 @functools.cache
 def _bayes_loss(model: Model, density: Callable, static: tuple, prior: Callable,
                 monte_carlo: bool):
@@ -137,7 +134,7 @@ def _bayes_loss(model: Model, density: Callable, static: tuple, prior: Callable,
 
     def at(x, data):
         log_prob = functools.partial(density, **dict(static), **data["defense"])
-        candidate = _clean_gradient(model, data["params"], x, data["labels"])
+        candidate = candidate_gradient(model, data["params"], x, data["labels"])
         return (-data["likelihood_weight"] * log_prob(data["grads"], candidate)
                 + data["prior_weight"] * prior(x))
 
@@ -162,7 +159,7 @@ def neg_log_posterior(model: Model, params, observed, images, *, defense: defens
     """
     trees.check_matching(observed, params)
     labels = _check_labels(model, labels, "neg_log_posterior")
-    return (-defense.log_prob(observed, _clean_gradient(model, params, jnp.asarray(images),
+    return (-defense.log_prob(observed, candidate_gradient(model, params, jnp.asarray(images),
                                                         labels))
             + prior_weight * prior(jnp.asarray(images)))
 
