@@ -266,7 +266,7 @@ def _arrays(client):
 
 def train(model: Model, params, clients, *, rounds: int, clients_per_round: int, lr: float,
           epochs: int, batch_size: int, key: jax.Array, test=None, callback=None,
-          dp: privacy.DPSGD | None = None, delta: float = 1e-5) -> TrainResult:
+          dp: privacy.DPSGD | None = None, delta: float = 1e-5, defense=None) -> TrainResult:
     """FedAvg training: the server loop around ``client_update``.
 
     Args:
@@ -280,6 +280,9 @@ def train(model: Model, params, clients, *, rounds: int, clients_per_round: int,
         dp: DP-SGD settings for every client's local steps (``privacy.dp_sgd``); then
             ``TrainResult.epsilon`` is the largest ε (at ``delta``) over the clients, for
             the local steps each one actually took.
+        defense: optional update defense (anything with ``apply(update, *, key)``, e.g.
+            ``defenses.gaussian(σ)`` or a compression): each client sends
+            ``θs + defense.apply(θc - θs)`` instead of ``θc``.
     """
     if not 1 <= clients_per_round <= len(clients):
         raise ValueError(
@@ -295,9 +298,14 @@ def train(model: Model, params, clients, *, rounds: int, clients_per_round: int,
         updates, sizes = [], []
         for j, c in enumerate(chosen):
             images, labels = _arrays(clients[int(c)])
-            updates.append(client_update(model, params, images, labels, lr=lr, epochs=epochs,
-                                         batch_size=batch_size,
-                                         key=jax.random.fold_in(client_key, j), dp=dp))
+            local_key = jax.random.fold_in(client_key, j)
+            theta_c = client_update(model, params, images, labels, lr=lr, epochs=epochs,
+                                    batch_size=batch_size, key=local_key, dp=dp)
+            if defense is not None:
+                sent = defense.apply(jax.tree.map(jnp.subtract, theta_c, params),
+                                     key=jax.random.fold_in(local_key, 2))
+                theta_c = jax.tree.map(jnp.add, params, sent)
+            updates.append(theta_c)
             sizes.append(len(labels))
             local_steps[int(c)] += epochs * math.ceil(len(labels) / batch_size)
         params = average(updates, sizes)

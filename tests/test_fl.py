@@ -248,3 +248,21 @@ def test_gradient_tree_mismatch_names_leaf():
     extra = {**g, "fc9": {"w": np.zeros(1)}}
     with pytest.raises(ValueError, match=re.escape("unexpected leaves [\"['fc9']['w']\"]")):
         trees.check_matching(extra, PARAMS, name="update")
+
+
+def test_train_sends_defended_updates():
+    from leakage_lab import defenses
+
+    model = models.mlp(num_classes=2, input_shape=(2, 2, 1), hidden=(4,))
+    params = model.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    clients = [(rng.uniform(size=(6, 2, 2, 1)).astype(np.float32), np.array([0, 1] * 3))
+               for _ in range(2)]
+    kw = dict(rounds=2, clients_per_round=2, lr=0.5, epochs=1, batch_size=3,
+              key=jax.random.key(1))
+    plain = fl.train(model, params, clients, **kw)
+    inert = fl.train(model, params, clients, defense=defenses.gaussian(0.0), **kw)
+    noisy = fl.train(model, params, clients, defense=defenses.gaussian(1.0), **kw)
+    for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(inert.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(plain.params["fc1"]["w"], noisy.params["fc1"]["w"], atol=0.1)
