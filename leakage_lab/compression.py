@@ -47,12 +47,6 @@ __all__ = ["kept_distance", "quantize", "sign", "sign_distance", "top_k"]
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def _leaf_keys(tree, key: jax.Array):
-    """One independent key per leaf of ``tree``, in leaf order."""
-    leaves, treedef = jax.tree.flatten(tree)
-    return leaves, treedef, list(jax.random.split(key, max(len(leaves), 1)))[: len(leaves)]
-
-
 def _no_log_prob(observed, clean, *, scheme, distance):
     raise NotImplementedError(
         f"{scheme} is deterministic given the clean update, so it has no useful density "
@@ -86,7 +80,7 @@ def _quantize_leaf(leaf, key, bits):
 
 
 def _quantize_apply(grads, *, key, bits):
-    leaves, treedef, keys = _leaf_keys(grads, key)
+    leaves, treedef, keys = trees.leaves_with_keys(grads, key)
     out = [_quantize_leaf(leaf, k, bits) for leaf, k in zip(leaves, keys, strict=True)]
     return jax.tree.unflatten(treedef, out)
 

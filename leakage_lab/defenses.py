@@ -81,12 +81,6 @@ class Defense(NamedTuple):
 # The pieces, written to the equations. ``leaf`` functions act on one array.
 
 
-def _leaf_keys(tree, key: jax.Array):
-    """One independent key per leaf of ``tree``, in leaf order."""
-    leaves, treedef = jax.tree.flatten(tree)
-    return leaves, treedef, list(jax.random.split(key, max(len(leaves), 1)))[: len(leaves)]
-
-
 def _gaussian_logpdf(x, mean, sigma):
     """``log N(x; mean, σ²) = -(x - mean)² / (2σ²) - log σ - log √(2π)``, elementwise."""
     return -((x - mean) ** 2) / (2.0 * sigma**2) - jnp.log(sigma) - _LOG_SQRT_2PI
@@ -111,7 +105,7 @@ def _apply(grads, *, key, p, sigma, laplacian):
     ``g_i = m_i (g'_i + σ ε_i)`` with ``m_i ~ Bernoulli(1 - p)`` and ``ε_i ~ N(0, 1)``
     (or the unit Laplace distribution, so that ``σ`` is its scale ``b``).
     """
-    leaves, treedef, keys = _leaf_keys(grads, key)
+    leaves, treedef, keys = trees.leaves_with_keys(grads, key)
     out = []
     for leaf, k in zip(leaves, keys, strict=True):
         k_mask, k_noise = jax.random.split(k)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from leakage_lab import privacy
+from leakage_lab import privacy, trees
 from leakage_lab.models import Model, check_images
 
 __all__ = [
@@ -302,9 +302,9 @@ def train(model: Model, params, clients, *, rounds: int, clients_per_round: int,
             theta_c = client_update(model, params, images, labels, lr=lr, epochs=epochs,
                                     batch_size=batch_size, key=local_key, dp=dp)
             if defense is not None:
-                sent = defense.apply(jax.tree.map(jnp.subtract, theta_c, params),
+                sent = defense.apply(trees.tree_sub(theta_c, params),
                                      key=jax.random.fold_in(local_key, 2))
-                theta_c = jax.tree.map(jnp.add, params, sent)
+                theta_c = trees.tree_add(params, sent)
             updates.append(theta_c)
             sizes.append(len(labels))
             local_steps[int(c)] += epochs * math.ceil(len(labels) / batch_size)

@@ -18,6 +18,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from leakage_lab import trees
+
 __all__ = ["DPSGD", "clip_and_noise", "dp_sgd", "epsilon"]
 
 
@@ -46,10 +48,9 @@ def clip_and_noise(per_example, mask, dp: DPSGD, *, key: jax.Array):
         dp: the clipping norm and noise multiplier.
         key: PRNG key for the noise; split per leaf.
     """
-    leaves, treedef = jax.tree.flatten(per_example)
+    leaves, treedef, keys = trees.leaves_with_keys(per_example, key)
     norms = jnp.sqrt(sum(jnp.sum(x.reshape(x.shape[0], -1) ** 2, axis=1) for x in leaves))
     factor = mask * jnp.minimum(1.0, dp.clip_norm / jnp.maximum(norms, 1e-12))
-    keys = jax.random.split(key, len(leaves))
     count = jnp.maximum(jnp.sum(mask), 1.0)
     noisy = [
         (jnp.tensordot(factor, x, axes=1)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["check_matching", "tree_add", "tree_scale", "tree_sub", "tree_sum", "tree_vdot"]
+__all__ = [
+    "check_matching",
+    "leaves_with_keys",
+    "tree_add",
+    "tree_scale",
+    "tree_sub",
+    "tree_sum",
+    "tree_vdot",
+]
 
 
 def _describe(tree) -> dict[str, tuple[int, ...]]:
@@ -60,3 +68,9 @@ def tree_add(a, b):
 
 def tree_scale(tree, s):
     return jax.tree.map(lambda x: s * x, tree)
+
+
+def leaves_with_keys(tree, key: jax.Array):
+    """``(leaves, treedef, keys)``: the leaves of ``tree`` with one independent key each."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return leaves, treedef, list(jax.random.split(key, max(len(leaves), 1)))[: len(leaves)]
