@@ -9,7 +9,14 @@ The reference point is benchmarks/pytorch_reference.py, the same recipe in PyTor
 the same machine (planning measured 21-25 s per 1,000 steps for a PyTorch version of it;
 PyTorch 2.13 with pytorch_reference.py took 9.7 s on a quiet 2-core machine).
 
-    python benchmarks/inverting_gradients.py [--runs 3] [--steps 1000]
+By default the attack compares gradients through ``attacks.gradient_inner_products``
+(the 10368 x 200 weight gradient of the first dense layer is never formed) and the 3x3
+convolution is one matrix product over patches (``nn.conv2d_im2col``: XLA's own
+convolution is slow on CPU for the weight gradient's 32x32 window). ``--factored off
+--conv xla`` runs the plain path, for comparison.
+
+    python benchmarks/inverting_gradients.py [--runs 3] [--steps 1000] [--factored off]
+                                             [--conv xla]
 """
 
 from __future__ import annotations
@@ -31,11 +38,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--num-classes", type=int, default=100)
+    parser.add_argument("--factored", choices=("auto", "off"), default="auto",
+                        help="off: form the whole candidate gradient (the plain path)")
+    parser.add_argument("--conv", choices=("im2col", "xla"), default="im2col",
+                        help="the 3x3 convolution: one matrix product over patches, or XLA's")
     args = parser.parse_args()
 
     ds = ll.data.load("tiny-images")
+    conv = ll.nn.conv2d_im2col if args.conv == "im2col" else ll.nn.conv2d
     model = ll.models.convnet(num_classes=args.num_classes, input_shape=ds.images.shape[1:],
-                              width=64)
+                              width=64, conv=conv)
     picks = np.linspace(0, len(ds) - 1, args.runs).round().astype(int)
     rows = []
     for seed, index in enumerate(picks):
@@ -44,7 +56,8 @@ def main() -> None:
         params = model.init(jax.random.key(1000 + seed))
         grads = ll.fl.gradient(model, params, truth, label)
         res = ll.attacks.reconstruct(model, params, grads, labels=label, steps=args.steps,
-                                     key=jax.random.key(seed))
+                                     key=jax.random.key(seed),
+                                     factored=None if args.factored == "auto" else False)
         rows.append({
             "image": int(index), "seed": seed,
             "psnr": round(float(ll.metrics.psnr(res.images[0], truth[0])), 2),
@@ -59,6 +72,8 @@ def main() -> None:
         "model": model.name,
         "runs": len(rows),
         "steps": args.steps,
+        "factored": args.factored,
+        "conv": args.conv,
         "median_seconds": float(np.median(secs)),
         "median_seconds_per_1000_steps": float(np.median(secs) * 1000 / args.steps),
         "compile_seconds": rows[0]["compile_seconds"],

@@ -17,8 +17,10 @@ from leakage_lab import (
     defenses,
     distances,
     engine,
+    fedavg,
     fl,
     labels,
+    matching,
     metrics,
     models,
     nn,
@@ -33,7 +35,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # The widgets import ipywidgets; load them on first use, not with the package.
-    if name in ("widgets", "quiz"):
+    if name in ("dashboard", "quiz", "widgets"):
         import importlib
 
         return importlib.import_module(f"leakage_lab.{name}")
@@ -45,12 +47,15 @@ __all__ = [
     "checks",
     "compression",
     "config",
+    "dashboard",
     "data",
     "defenses",
     "distances",
     "engine",
+    "fedavg",
     "fl",
     "labels",
+    "matching",
     "metrics",
     "models",
     "nn",

@@ -6,6 +6,10 @@ attack minimises it over the candidate input. The sums run over every leaf (laye
 :func:`per_layer` and :func:`layer_weighted` apply a distance layer by layer (one
 layer = one top-level entry of the parameter dict, e.g. ``{"w": ..., "b": ...}``), so
 that some layers can count more than others.
+
+:func:`cosine` and :func:`l2` depend on the two updates only through three inner
+products, ``<g, g'>``, ``<g', g'>`` and ``<g, g>``; :func:`from_inner_products` gives
+them in that form, which lets an attack compute the products without forming ``g'``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import jax.numpy as jnp
 
 from leakage_lab.trees import tree_vdot
 
-__all__ = ["cosine", "l1", "l2", "layer_weighted", "per_layer"]
+__all__ = ["cosine", "from_inner_products", "l1", "l2", "layer_weighted", "per_layer"]
 
 
 def l2(observed, candidate) -> jax.Array:
@@ -42,6 +46,41 @@ def cosine(observed, candidate, eps: float = 1e-12) -> jax.Array:
     dot = tree_vdot(observed, candidate)
     norms = jnp.sqrt(tree_vdot(observed, observed)) * jnp.sqrt(tree_vdot(candidate, candidate))
     return 1.0 - dot / (norms + eps)
+
+
+def _l2_from_inner_products(dot, candidate_sq, observed_sq) -> jax.Array:
+    """``||g - g'||² = <g, g> - 2 <g, g'> + <g', g'>``."""
+    return observed_sq - 2.0 * dot + candidate_sq
+
+
+def _cosine_from_inner_products(dot, candidate_sq, observed_sq, eps: float = 1e-12):
+    """``1 - <g, g'> / (||g|| ||g'||)``, with the same ``eps`` as :func:`cosine`."""
+    return 1.0 - dot / (jnp.sqrt(observed_sq) * jnp.sqrt(candidate_sq) + eps)
+
+
+_INNER_PRODUCT_FORMS = {cosine: _cosine_from_inner_products, l2: _l2_from_inner_products}
+
+
+def from_inner_products(distance: Callable) -> Callable | None:
+    """``distance`` written over inner products, or ``None`` if it cannot be.
+
+    Returns ``form(dot, candidate_sq, observed_sq) -> scalar`` with ``dot = <g, g'>``,
+    ``candidate_sq = <g', g'>`` and ``observed_sq = <g, g>`` (sums over all layers), such
+    that ``form(...) == distance(g, g')``; known for :func:`cosine` and :func:`l2`.
+
+    For a dense layer the candidate's weight gradient is an outer product ``aᵀδ``
+    (inputs ``a [N, in]``, pre-activation gradients ``δ [N, out]``), and both products
+    can be taken without forming it: ``<G, aᵀδ> = sum (a G) ⊙ δ`` and
+    ``||aᵀδ||² = sum (a aᵀ) ⊙ (δ δᵀ)`` (see ``attacks.gradient_inner_products``).
+    The expanded :func:`l2` subtracts nearly equal numbers close to a perfect match, so
+    there it is accurate to about ``1e-7 · <g, g>`` in float32, not to ``1e-7 · l2``.
+
+        >>> import numpy as np
+        >>> g, h = {"w": np.array([3.0, 4.0])}, {"w": np.array([0.0, 1.0])}
+        >>> float(from_inner_products(l2)(4.0, 1.0, 25.0)), float(l2(g, h))
+        (18.0, 18.0)
+    """
+    return _INNER_PRODUCT_FORMS.get(distance)
 
 
 def _check_layers(observed, candidate, who: str) -> None:

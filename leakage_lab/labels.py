@@ -38,11 +38,15 @@ from leakage_lab.models import Model
 __all__ = [
     "DummyStatistics",
     "LabelCounts",
+    "at_client",
+    "at_server",
     "batch_counts",
     "counts_to_labels",
     "dummy_statistics",
+    "fedavg_counts",
     "geng_estimate",
     "idlg",
+    "interpolate",
     "last_layer",
     "round_counts",
 ]
@@ -309,3 +313,127 @@ def counts_to_labels(counts) -> jax.Array:
         raise ValueError(f"counts_to_labels expects non-negative counts with a positive sum, "
                          f"got {c.tolist()}.")
     return jnp.asarray(np.repeat(np.arange(c.size), c), jnp.int32)
+
+
+# --------------------------------------------------------------------------------------
+# FedAvg: label counts from a client's weights (Dimitrov et al., TMLR 2022, Sec. 4.5)
+# --------------------------------------------------------------------------------------
+
+
+def at_server(server: DummyStatistics, client: DummyStatistics, num_steps: int):
+    """Statistics strategy "Geng et al. θs": every local step uses the statistics at θs.
+
+    Returns ``(p [U, K], o [U])``, the same row ``U = num_steps`` times. Good when the
+    client takes few local steps (Dimitrov et al., TMLR 2022, Table 2).
+    """
+    del client
+    return (jnp.broadcast_to(server.p_mean, (num_steps, *jnp.shape(server.p_mean))),
+            jnp.broadcast_to(server.o_mean, (num_steps,)))
+
+
+def at_client(server: DummyStatistics, client: DummyStatistics, num_steps: int):
+    """Statistics strategy "Geng et al. θc": every local step uses the statistics at θc.
+
+    Returns ``(p [U, K], o [U])``. Good when the client takes many local steps.
+    """
+    return at_server(client, server, num_steps)
+
+
+def interpolate(server: DummyStatistics, client: DummyStatistics, num_steps: int):
+    """Statistics strategy RecLabels (Dimitrov et al., TMLR 2022, Sec. 4.5), the default.
+
+    The weights move from θs to θc over the U local steps, and the statistics change
+    smoothly with them, so step ``i = 1..U`` (whose gradient is taken at the weights
+    after ``i - 1`` steps) gets the linear interpolation
+
+        p̃_i = (1 - t_i) p̃^s + t_i p̃^c,   Õ_i = (1 - t_i) Õ^s + t_i Õ^c,   t_i = (i - 1) / U.
+
+    The paper writes the weights as ``i/U`` on θs and ``(U - i)/U`` on θc; read literally
+    that puts the client's statistics at the first step. We take the order of the local
+    steps instead (the first step at θs exactly), so that one local step is FedSGD.
+    Returns ``(p [U, K], o [U])``.
+    """
+    t = jnp.arange(num_steps, dtype=jnp.float32) / num_steps
+    p = (1.0 - t)[:, None] * server.p_mean + t[:, None] * client.p_mean
+    o = (1.0 - t) * server.o_mean + t * client.o_mean
+    return p, o
+
+
+def _step_sizes(num_samples: int, epochs: int, batch_size: int) -> np.ndarray:
+    """Samples in each of the ``E * ceil(N/m)`` local steps of Algorithm 1 (the last batch
+    of an epoch may be smaller)."""
+    nb = -(-num_samples // batch_size)
+    sizes = np.full(nb, batch_size)
+    sizes[-1] = num_samples - (nb - 1) * batch_size
+    return np.tile(sizes, epochs)
+
+
+def fedavg_counts(model: Model, theta_s, theta_c, *, num_samples: int, lr: float, epochs: int,
+                  batch_size: int, key: jax.Array, statistics=interpolate,
+                  num_dummy: int = 100, dummy_images=None) -> LabelCounts:
+    """How many samples of each class a FedAvg client holds (Dimitrov et al., TMLR 2022).
+
+    The server sees θs and θc only. It turns them into the client's *average* update
+    ``∇̄θ = (θs - θc) / (η U)`` with ``U = E · ceil(N/m)`` local steps, and takes
+    ``Δ_k``, the column sums of that update's last-layer weights. Geng et al.'s Eq. 2
+    is then applied to every local step ``i`` with its batch size ``n_i`` and its own
+    dummy statistics ``p̃_i, Õ_i``, and the per-step counts are added up over the E
+    epochs (the paper's Sec. 4.5):
+
+        λ̃_{k,i} = n_i p̃_{k,i} - n_i Δ_k / Õ_i,        λ̃_k = (1/E) sum_{i=1..U} λ̃_{k,i}
+
+    before rounding to non-negative integers that sum to N (``round_counts``). With the
+    same statistics at every step this is Eq. 2 with N samples.
+
+    Args:
+        model: the attacked model (its last layer is read, see ``last_layer``).
+        theta_s: the weights the server sent.
+        theta_c: the weights the client sent back (same tree as ``theta_s``).
+        num_samples: the client's N.
+        lr: the client's learning rate η.
+        epochs: the client's local epochs E.
+        batch_size: the client's batch size m.
+        key: draws ``num_dummy`` dummy images, uniform in [0, 1] (unused when
+            ``dummy_images`` is given).
+        statistics: the strategy for the statistics of each local step,
+            ``statistics(at_θs, at_θc, U) -> (p [U, K], o [U])`` given the
+            :class:`DummyStatistics` at θs and at θc. The three of the paper's Table 2:
+            :func:`interpolate` (default, "Ours"), :func:`at_server` ("Geng et al. θs")
+            and :func:`at_client` ("Geng et al. θc").
+        num_dummy: how many dummy images.
+        dummy_images: optional dummy inputs ``[M, H, W, C]`` to use instead.
+
+    Returns:
+        A ``LabelCounts(counts, raw, p_mean, o_mean)``; here ``p_mean`` is ``[U, K]`` and
+        ``o_mean`` is ``[U]``, the statistics used at each local step.
+
+    Raises:
+        ValueError: for trees of different structure, non-positive N, E, m or η.
+    """
+    who = "labels.fedavg_counts"
+    _check_num_samples(num_samples, who)
+    trees.check_matching(theta_c, theta_s, name="theta_c", reference_name="theta_s")
+    _check_model(model, who)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{who}: {name} must be an int >= 1, got {value!r}.")
+    if not lr > 0:
+        raise ValueError(f"{who}: the learning rate lr must be > 0, got {lr!r}.")
+    layer = last_layer(model, theta_s)
+    sizes = _step_sizes(int(num_samples), int(epochs), int(batch_size))
+    num_steps = sizes.size
+    if dummy_images is None:
+        if int(num_dummy) < 1:
+            raise ValueError(f"{who}: num_dummy must be >= 1, got {num_dummy!r}.")
+        dummy_images = jax.random.uniform(key, (int(num_dummy), *model.input_shape))
+    at_s = dummy_statistics(model, theta_s, dummy_images)
+    at_c = dummy_statistics(model, theta_c, dummy_images)
+    p, o = statistics(at_s, at_c, num_steps)
+    mean_update = (jnp.asarray(theta_s[layer]["w"]) - jnp.asarray(theta_c[layer]["w"])) \
+        / (lr * num_steps)
+    column_sums = jnp.sum(mean_update, axis=0)
+    n_i = jnp.asarray(sizes, jnp.float32)[:, None]
+    per_step = n_i * jnp.asarray(p) - n_i * column_sums[None, :] / jnp.asarray(o)[:, None]
+    raw = jnp.sum(per_step, axis=0) / epochs
+    counts = jnp.asarray(round_counts(raw, int(num_samples)))
+    return LabelCounts(counts, raw, jnp.asarray(p), jnp.asarray(o))

@@ -1,0 +1,192 @@
+"""The FedAvg attack (Dimitrov et al., TMLR 2022) on digits: speed, label counts, quality.
+
+Three parts, printed as one JSON object (progress goes to stderr):
+
+* ``speed``: seconds per client of ``attacks.fedavg`` for E = 10, m = 5, N = 50 and 200
+  attack steps (U = 100 local steps differentiated end to end), compilation apart, on
+  the Table 5 network with matrix-product convolutions (``nn.conv2d_im2col``);
+  ``--compare-conv`` also times ``nn.conv2d`` (XLA's convolution).
+* ``labels``: label-count error of ``labels.fedavg_counts`` for the paper's (E, m)
+  settings with N = 50 and its three statistics strategies, beside the paper's Table 2
+  (FEMNIST). Error = number of wrongly counted samples, ``sum_k max(λ_k - λ̃_k, 0)``;
+  the L1 distance is twice that.
+* ``quality``: Rec% (PSNR > 20 dB after matching to the truth) and mean PSNR of the five
+  methods of the paper's Table 1 (Ours with prior, Ours without prior, Shared,
+  FedSGD-Epoch, FedSGD), with known and with estimated label counts.
+
+Clients hold N random digits drawn from the second half of the bundled set (images
+2,500-4,999); hyperparameters were chosen on clients from the first half only. Each
+client's network is freshly initialised (the paper attacks networks at initialisation)
+and its update is computed with the paper's client learning rate 0.004.
+
+    python benchmarks/fedavg.py                       # default, ~15 min on 2 cores
+    python benchmarks/fedavg.py --clients 10 --label-clients 20   # the full evaluation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import jax
+import numpy as np
+from _env import environment
+
+import leakage_lab as ll
+from leakage_lab import fedavg as F
+
+PAPER_TABLE1 = {  # FEMNIST, E = 10, m = 5, N = 50, known labels: (Rec %, PSNR)
+    "ours_prior": (65.5, 21.5), "ours_no_prior": (50.6, 20.3), "shared": (59.9, 20.3),
+    "fedsgd_epoch": (56.0, 19.6), "fedsgd": (8.3, 16.7),
+}
+PAPER_TABLE2 = {  # FEMNIST, N = 50: label-count error, mean ± std (Ours, θs, θc)
+    "1,5": ((3.4, 2.01), (3.2, 1.84), (3.6, 2.07)),
+    "5,5": ((3.4, 2.10), (7.8, 6.77), (3.2, 1.92)),
+    "10,10": ((3.2, 1.94), (8.2, 7.06), (3.2, 1.96)),
+    "10,5": ((5.2, 2.98), (9.2, 4.35), (5.2, 3.55)),
+    "10,1": ((14.0, 6.28), (15.4, 4.73), (13.3, 6.35)),
+}
+METHODS = {
+    "ours_prior": dict(method=F.per_batch),
+    "ours_no_prior": dict(method=F.per_batch, invariant_weight=0.0),
+    "shared": dict(method=F.shared),
+    "fedsgd_epoch": dict(method=F.fedsgd_epoch),
+    "fedsgd": dict(method=F.fedsgd),
+}
+LR = 0.004
+
+
+def log(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def client_data(ds, rng, n, shape):
+    idx = 2500 + rng.choice(2500, n, replace=False)
+    x, y = ds.images[idx], ds.labels[idx]
+    return (F.paper_input(x) if shape == (32, 32, 3) else x), y
+
+
+def speed(ds, shape, conv, steps, seed=0):
+    model = ll.models.convnet(10, shape, conv=conv)
+    x, y = client_data(ds, np.random.default_rng(seed), 50, shape)
+    params = model.init(jax.random.key(seed))
+    theta_c = ll.fl.client_update(model, params, x, y, lr=LR, epochs=10, batch_size=5,
+                                  key=jax.random.key(1))
+    counts = np.bincount(y, minlength=10)
+    runs = []
+    for r in range(2):   # the second run reuses the compiled code
+        res = ll.attacks.fedavg(model, params, theta_c, label_counts=counts, lr=LR, epochs=10,
+                                batch_size=5, steps=steps, key=jax.random.key(2 + r))
+        runs.append({"seconds": round(res.seconds, 2),
+                     "compile_seconds": round(res.compile_seconds, 2)})
+        log(f"  speed {conv.__name__} {shape}: {runs[-1]}")
+    return {"conv": conv.__name__, "input": list(shape), "steps": steps,
+            "seconds_per_client": runs[-1]["seconds"],
+            "seconds_per_step": round(runs[-1]["seconds"] / steps, 4),
+            "compile_seconds": runs[0]["compile_seconds"], "runs": runs}
+
+
+def label_errors(ds, shape, clients, seed=1):
+    model = ll.models.convnet(10, shape, conv=ll.nn.conv2d_im2col)
+    strategies = {"ours": ll.labels.interpolate, "geng_theta_s": ll.labels.at_server,
+                  "geng_theta_c": ll.labels.at_client}
+    out = {}
+    for key_em, paper in PAPER_TABLE2.items():
+        e, m = map(int, key_em.split(","))
+        rng = np.random.default_rng(seed)
+        errs = {name: [] for name in strategies}
+        for c in range(clients):
+            x, y = client_data(ds, rng, 50, shape)
+            params = model.init(jax.random.key(1000 + c))
+            theta_c = ll.fl.client_update(model, params, x, y, lr=LR, epochs=e, batch_size=m,
+                                          key=jax.random.key(2000 + c))
+            true = np.bincount(y, minlength=10)
+            for name, strategy in strategies.items():
+                est = ll.labels.fedavg_counts(model, params, theta_c, num_samples=50, lr=LR,
+                                              epochs=e, batch_size=m, statistics=strategy,
+                                              key=jax.random.key(3000 + c))
+                errs[name].append(int(np.maximum(true - np.asarray(est.counts), 0).sum()))
+        out[key_em] = {
+            name: {"mean": round(float(np.mean(v)), 2), "std": round(float(np.std(v)), 2)}
+            for name, v in errs.items()}
+        out[key_em]["paper_femnist"] = dict(zip(strategies, paper, strict=True))
+        log(f"  labels E={e} m={m}: " + ", ".join(
+            f"{k} {v['mean']}±{v['std']}" for k, v in out[key_em].items() if k in strategies))
+    return out
+
+
+def quality(ds, shape, clients, steps, methods, modes, seed=2):
+    model = ll.models.convnet(10, shape, conv=ll.nn.conv2d_im2col)
+    rng = np.random.default_rng(seed)
+    rows = {f"{m}/{lab}": [] for lab in modes for m in methods}
+    for c in range(clients):
+        x, y = client_data(ds, rng, 50, shape)
+        params = model.init(jax.random.key(4000 + c))
+        theta_c = ll.fl.client_update(model, params, x, y, lr=LR, epochs=10, batch_size=5,
+                                      key=jax.random.key(5000 + c))
+        known = np.bincount(y, minlength=10)
+        est = np.asarray(ll.labels.fedavg_counts(model, params, theta_c, num_samples=50, lr=LR,
+                                                 epochs=10, batch_size=5,
+                                                 key=jax.random.key(6000 + c)).counts)
+        for lab, counts in (("known", known), ("estimated", est)):
+            if lab not in modes:
+                continue
+            for name in methods:
+                res = ll.attacks.fedavg(model, params, theta_c, label_counts=counts, lr=LR,
+                                        epochs=10, batch_size=5, steps=steps,
+                                        key=jax.random.key(7000 + c), **METHODS[name])
+                score = ll.metrics.score_batch(res.images, x)
+                rows[f"{name}/{lab}"].append((score.rec, score.mean_psnr, res.seconds))
+                log(f"  client {c} {name}/{lab}: Rec {100 * score.rec:.0f}% "
+                    f"PSNR {score.mean_psnr:.1f} dB ({res.seconds:.0f} s)")
+    out = {}
+    for key, vals in rows.items():
+        if not vals:
+            continue
+        a = np.asarray(vals)
+        out[key] = {"rec_percent": round(100 * float(a[:, 0].mean()), 1),
+                    "mean_psnr": round(float(a[:, 1].mean()), 2),
+                    "seconds_per_client": round(float(a[:, 2].mean()), 1),
+                    "paper_femnist_known": PAPER_TABLE1[key.split("/")[0]]}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1, help="clients for the quality part")
+    parser.add_argument("--label-clients", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=200, help="attack steps")
+    parser.add_argument("--input", choices=("28", "32"), default="28",
+                        help="28: digits as they are (28x28x1); 32: fedavg.paper_input "
+                             "(32x32x3, the paper's FEMNIST network input)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--label-counts", choices=("known", "both"), default="known",
+                        help="quality with known label counts only, or also estimated")
+    parser.add_argument("--compare-conv", action="store_true",
+                        help="also time XLA's convolution (nn.conv2d)")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip")
+    args = parser.parse_args()
+    shape = (28, 28, 1) if args.input == "28" else (32, 32, 3)
+    ds = ll.data.load("digits")
+    skip = set(filter(None, args.skip.split(",")))
+    out = {"environment": environment(), "setting": {
+        "data": "digits", "input": list(shape), "epochs": 10, "batch_size": 5,
+        "num_samples": 50, "client_lr": LR, "attack_steps": args.steps}}
+    start = time.perf_counter()
+    if "speed" not in skip:
+        convs = [ll.nn.conv2d_im2col] + ([ll.nn.conv2d] if args.compare_conv else [])
+        out["speed"] = [speed(ds, shape, conv, args.steps) for conv in convs]
+    if "labels" not in skip:
+        out["labels"] = label_errors(ds, shape, args.label_clients)
+    if "quality" not in skip:
+        methods = [m for m in args.methods.split(",") if m]
+        modes = ("known",) if args.label_counts == "known" else ("known", "estimated")
+        out["quality"] = quality(ds, shape, args.clients, args.steps, methods, modes)
+    out["total_seconds"] = round(time.perf_counter() - start, 1)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,535 @@
+"""Attacking FedAvg: data from a client's weights after many local steps.
+
+Dimitrov et al. ("Data Leakage in Federated Averaging", TMLR 2022, Algorithm 2). A FedAvg
+client runs ``U = E · B`` local SGD steps (E epochs of ``B = ceil(N/m)`` batches of m
+images, Algorithm 1, ``fl.client_update``) and sends back only its final weights θc. The
+attack turns them into the average update and simulates the client on dummy images:
+
+    ∇̄θc = (θs - θc) / (η U)                              what the server sees
+    θ̃c  = SimUpdate(X̃, Ỹ)                               the client's U steps on X̃
+    ∇̄θ̃  = (θs - θ̃c) / (η U)
+
+    X̃* = argmin_X̃  L_sim(∇̄θc, ∇̄θ̃)  +  λ_inv L_inv(X̃)  +  λ_TV TV(X̃)  +  λ_clip R_clip(X̃)
+
+and differentiates through all U local steps (a ``lax.scan``). The labels Ỹ come from
+label counts (known, or ``labels.fedavg_counts``), split once at random into batches
+(RandOrder); the same split is used in every epoch. The *method* decides how the
+optimisation variables X̃ enter the simulation (the paper's Sec. 5.1):
+
+* :func:`per_batch` ("Ours"): one variable per (epoch, batch), ``E·N`` images in all.
+  Each epoch holds its own copy of the client's images; the epoch order-invariant
+  prior ``L_inv`` ties the copies together, and :func:`matching.match_epochs`
+  (MatchEpoch) averages them at the end.
+* :func:`shared` (Geiping et al., NeurIPS 2020): one variable per batch, the same in
+  every epoch, as if the client kept its batches.
+* :func:`fedsgd_epoch`: one variable per epoch; each simulated epoch is one step on all
+  N images (B = 1).
+* :func:`fedsgd` (Geng et al., 2021): no simulation; the average update is matched by one
+  gradient of all N images at θs, as in FedSGD.
+
+The prior (the paper's Eq. 3) compares an order-invariant summary ``g`` of every epoch's
+images: ``L_inv = (1/E²) sum_{e1, e2} D(g(X̃_e1), g(X̃_e2))``, with ``g`` = :func:`mean`
+(the paper's FEMNIST choice) or :func:`conv_max` (max over a fixed random 3x3
+convolution with 96 filters, its CIFAR-100 choice) and ``D`` = :func:`l2` or :func:`l1`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from leakage_lab import distances, fl, matching, priors, trees
+from leakage_lab.engine import Frame, minimize
+from leakage_lab.models import Model
+
+__all__ = [
+    "FedAvgResult",
+    "Layout",
+    "adam_decay",
+    "conv_max",
+    "fedavg",
+    "fedsgd",
+    "fedsgd_epoch",
+    "l1",
+    "l2",
+    "mean",
+    "paper_input",
+    "per_batch",
+    "shared",
+    "simulate",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# Methods: how the optimisation variables enter the simulated client
+
+
+class Layout(NamedTuple):
+    """How a method lays out its variables and simulates the client.
+
+    The variables are images ``[copies, steps_per_epoch, batch, H, W, C]``; simulated
+    epoch ``e`` (of ``epochs``) takes its step ``s`` on ``variables[e % copies, s]``.
+
+    Attributes:
+        copies: distinct copies of the client's images among the variables (E or 1).
+        steps_per_epoch: simulated local steps per epoch (B, or 1 for a whole-data step).
+        epochs: simulated epochs (E, or 1 for FedSGD).
+    """
+
+    copies: int
+    steps_per_epoch: int
+    epochs: int
+
+
+def per_batch(epochs: int, batches: int) -> Layout:
+    """"Ours" (Dimitrov et al., TMLR 2022, Sec. 4.3): one variable ``X̃_{e,b}`` per
+    (epoch, batch). ``E·N`` images; the client's ``U = E·B`` steps are simulated."""
+    return Layout(epochs, batches, epochs)
+
+
+def shared(epochs: int, batches: int) -> Layout:
+    """"Shared" (Geiping et al., NeurIPS 2020): one variable ``X̃_b`` per batch, used in
+    every epoch, as if the client's batches did not change between epochs."""
+    return Layout(1, batches, epochs)
+
+
+def fedsgd_epoch(epochs: int, batches: int) -> Layout:
+    """"FedSGD-Epoch": one variable ``X̃_e`` per epoch; each simulated epoch is a single
+    step on all N images (``B = 1``), so no prior is needed to match batches."""
+    del batches
+    return Layout(epochs, 1, epochs)
+
+
+def fedsgd(epochs: int, batches: int) -> Layout:
+    """"FedSGD" (Geng et al., 2021): no simulation. One gradient of all N images at θs is
+    matched with the average update ``(θs - θc) / (η U)``."""
+    del epochs, batches
+    return Layout(1, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# The epoch order-invariant prior (Eq. 3)
+
+
+def mean(images: jax.Array) -> jax.Array:
+    """``g(X) = (1/N) sum_i x_i``: the mean image of an epoch (the paper's FEMNIST choice)."""
+    return jnp.mean(images, axis=0)
+
+
+@functools.cache
+def _conv_max(seed: int, filters: int, channels: int):
+    w = jax.random.normal(jax.random.key(seed), (3, 3, channels, filters)) \
+        / math.sqrt(9 * channels)
+    w = np.asarray(w)
+
+    def g(images: jax.Array) -> jax.Array:
+        y = jax.lax.conv_general_dilated(images, jnp.asarray(w), (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.max(y, axis=0)
+
+    g.__doc__ = (f"g(X) = max_i conv(x_i): pixelwise maximum over an epoch of a fixed random "
+                 f"3x3 convolution with {filters} filters (seed {seed}).")
+    return g
+
+
+def conv_max(*, key: jax.Array, channels: int, filters: int = 96) -> Callable:
+    """``g(X) = max_i conv_W(x_i)``: the pixelwise maximum, over an epoch's images, of one
+    fixed random 3x3 convolution with ``filters`` output channels, stride 1 (the paper's
+    CIFAR-100 choice, after Li et al., 2022). ``W ~ N(0, 1/(9·channels))`` drawn from
+    ``key``; ``channels`` is the images' channel count. The same key gives the same
+    function object (so attacks reuse their compiled code)."""
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    return _conv_max(seed, int(filters), int(channels))
+
+
+def l2(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``D(a, b) = ||a - b||²``, the squared Euclidean distance (the paper's choice)."""
+    return jnp.sum((a - b) ** 2)
+
+
+def l1(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``D(a, b) = ||a - b||_1``."""
+    return jnp.sum(jnp.abs(a - b))
+
+
+def epoch_invariant(epoch_images: jax.Array, g: Callable = mean,
+                    distance: Callable = l2) -> jax.Array:
+    """Eq. 3 of Dimitrov et al. (TMLR 2022): ``(1/E²) sum_{e1,e2} D(g(X̃_e1), g(X̃_e2))``.
+
+    ``epoch_images`` is ``[E, N, H, W, C]``: the images of every epoch. Zero when every
+    epoch holds the same images in any order.
+    """
+    summaries = jax.vmap(g)(epoch_images)
+    pairs = jax.vmap(lambda a: jax.vmap(lambda b: distance(a, b))(summaries))(summaries)
+    return jnp.mean(pairs)
+
+
+# ---------------------------------------------------------------------------------------
+# SimUpdate
+
+
+def _masked_loss(model, params, images, labels, mask):
+    ce = fl.cross_entropy(model.apply(params, images), labels)
+    return jnp.sum(mask * ce) / jnp.sum(mask)
+
+
+def simulate(model: Model, theta_s, images, labels, mask, *, lr, layout: Layout):
+    """SimUpdate: the client's local SGD on the attacker's variables; returns θ̃c.
+
+    Step ``(e, s)`` is ``θ ← θ - η ∇θ CE(f(X̃[e % copies, s]; θ), Ỹ[s])`` (mean over the
+    batch's real slots, ``mask``), for ``e < layout.epochs`` and ``s <
+    layout.steps_per_epoch``, as a ``lax.scan`` over the local steps.
+
+    Args:
+        model: the network.
+        theta_s: the starting weights.
+        images: ``[copies, S, n, H, W, C]``; ``copies`` must divide ``layout.epochs``
+            (epoch ``e`` uses copy ``e % copies``).
+        labels, mask: ``[S, n]``, the attacker's split, the same in every epoch (mask 0
+            marks an empty slot of a short last batch); or ``[epochs, S, n]``, one split
+            per epoch (e.g. the client's true one, from ``fl.client_steps``).
+        lr: the client's learning rate η.
+        layout: the method's :class:`Layout`.
+
+    Returns:
+        The simulated client weights θ̃c, a tree like ``theta_s``.
+    """
+    copies, steps = images.shape[:2]
+    if layout.epochs % copies or steps != layout.steps_per_epoch:
+        raise ValueError(f"fedavg.simulate: images [copies={copies}, S={steps}, ...] do not "
+                         f"fit {layout}.")
+    reps = layout.epochs // copies
+    xs = jnp.broadcast_to(images[None], (reps, *images.shape))
+    xs = xs.reshape(layout.epochs * steps, *images.shape[2:])
+    if jnp.ndim(labels) == 2:
+        labels = jnp.broadcast_to(labels, (layout.epochs, *jnp.shape(labels)))
+        mask = jnp.broadcast_to(mask, (layout.epochs, *jnp.shape(mask)))
+    ys = jnp.reshape(labels, (-1, jnp.shape(labels)[-1]))
+    ms = jnp.reshape(mask, (-1, jnp.shape(mask)[-1]))
+
+    def step(params, batch):
+        x, y, m = batch
+        g = jax.grad(_masked_loss, argnums=1)(model, params, x, y, m)
+        return jax.tree.map(lambda p, d: p - lr * d, params, g), None
+
+    final, _ = jax.lax.scan(step, theta_s, (xs, ys, ms))
+    return final
+
+
+# ---------------------------------------------------------------------------------------
+# The attack
+
+
+class FedAvgResult(NamedTuple):
+    """The result of :func:`fedavg`.
+
+    Attributes:
+        images: the reconstruction after MatchEpoch, ``[clients · N, H, W, C]``
+            (unclipped; clip to [0, 1] to display), in the order of ``labels``.
+        epoch_images: the reconstruction of every copy, ``[copies, clients · N, H, W, C]``
+            (copies = E for ``per_batch`` and ``fedsgd_epoch``, 1 otherwise), each copy in
+            the attacker's batch order (not matched).
+        labels: int ``[clients · N]``, the label the attack assumed for each image.
+        batch_labels: int ``[clients, S, n]``, the attacker's split of the labels into the
+            batches of one simulated epoch (slots with ``mask == 0`` are empty).
+        mask: ``[clients, S, n]``, 1 where a batch slot holds an image.
+        losses: the attack's loss at every step run.
+        best_loss, best_step, steps, status, message, frames, seconds, compile_seconds:
+            as in ``engine.AttackResult`` (frames show the first copy, usable by
+            ``widgets.Live``).
+    """
+
+    images: np.ndarray
+    epoch_images: np.ndarray
+    labels: np.ndarray
+    batch_labels: np.ndarray
+    mask: np.ndarray
+    losses: np.ndarray
+    best_loss: float
+    best_step: int
+    steps: int
+    status: str
+    message: str
+    frames: list[Frame]
+    seconds: float
+    compile_seconds: float
+
+
+@functools.cache
+def adam_decay(learning_rate: float = 0.4, decay: float = 0.995,
+               every: int = 10) -> optax.GradientTransformation:
+    """Adam whose rate is multiplied by ``decay`` every ``every`` steps (staircase).
+
+    The paper's FEMNIST setting (App. B.2): rate 0.4, decay 0.995 every 10 steps. Cached,
+    so repeated attacks reuse the compiled code.
+    """
+    schedule = optax.exponential_decay(learning_rate, every, decay, staircase=True)
+    return optax.adam(schedule)
+
+
+def _valid_slots(mask: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(np.asarray(mask).reshape(-1) > 0)
+
+
+@functools.cache
+def _epoch_view(valid: tuple[int, ...]):
+    """``variables -> [clients, copies, N, H, W, C]``: the real images of every copy."""
+    idx = np.asarray(valid)
+
+    def view(images):
+        c, k, s, n = images.shape[:4]
+        flat = images.reshape(c, k, s * n, *images.shape[4:])
+        return flat[:, :, idx]
+
+    return view
+
+
+@functools.cache
+def _first_copy(valid: tuple[int, ...]):
+    view = _epoch_view(valid)
+
+    def to_images(variables):
+        x = view(variables["images"])[:, 0]
+        return x.reshape(-1, *x.shape[2:])
+
+    return to_images
+
+
+@functools.cache
+def _attack_loss(model: Model, layout: Layout, distance: Callable, invariant: Callable,
+                 invariant_distance: Callable, valid: tuple[int, ...]):
+    """The loss of Algorithm 2, line 9, for all clients; cached so the engine reuses code."""
+    view = _epoch_view(valid)
+
+    def loss(variables, data):
+        x = variables["images"]
+
+        def one_client(client):
+            images, labels, mask = client
+            return simulate(model, data["theta_s"], images, labels, mask, lr=data["lr"],
+                            layout=layout)
+
+        clients = (x, data["labels"], data["mask"])
+        if x.shape[0] == 1:
+            theta = one_client(jax.tree.map(lambda a: a[0], clients))
+        else:   # one after the other: vmap would batch the clients' convolutions into
+            # grouped convolutions, which are slow on CPU
+            theta = jax.tree.map(lambda t: jnp.mean(t, axis=0), jax.lax.map(one_client, clients))
+        scale = data["lr"] * (layout.epochs * layout.steps_per_epoch)
+        simulated = jax.tree.map(lambda s, t: (s - t) / scale, data["theta_s"], theta)
+        value = distance(data["target"], simulated)
+        if layout.copies > 1:
+            epochs = view(x)
+            value += data["invariant_weight"] * jnp.mean(
+                jax.vmap(lambda e: epoch_invariant(e, invariant, invariant_distance))(epochs))
+        images = x.reshape(-1, *x.shape[4:])
+        value += data["tv_weight"] * priors.total_variation(images)
+        value += data["clip_weight"] * priors.clip(images)
+        return value
+
+    return loss
+
+
+def _as_counts(model: Model, label_counts, num_samples, who: str) -> np.ndarray:
+    counts = getattr(label_counts, "counts", label_counts)
+    c = np.asarray(counts)
+    if c.ndim == 1:
+        c = c[None]
+    if c.ndim != 2 or c.shape[1] != model.num_classes:
+        raise ValueError(
+            f"{who}: label_counts must be counts [K={model.num_classes}] for one client (or "
+            f"[clients, {model.num_classes}]), got shape {list(np.shape(counts))}.")
+    if not np.issubdtype(c.dtype, np.integer):
+        if not np.all(np.isfinite(c)) or not np.all(c == np.round(c)):
+            raise ValueError(f"{who}: label_counts must be integers, got {c.tolist()}; "
+                             "round them first (labels.round_counts).")
+        c = c.astype(np.int64)
+    if np.any(c < 0):
+        raise ValueError(f"{who}: label_counts must be non-negative, got {c.tolist()}.")
+    sums = c.sum(axis=1)
+    if np.any(sums != sums[0]) or sums[0] < 1:
+        raise ValueError(f"{who}: every client's label counts must sum to the same N >= 1, "
+                         f"got sums {sums.tolist()}.")
+    if num_samples is not None and int(sums[0]) != int(num_samples):
+        raise ValueError(f"{who}: the label counts sum to {int(sums[0])}, but num_samples="
+                         f"{num_samples}; the counts must add up to the client's N.")
+    return c
+
+
+def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: int,
+           batch_size: int, steps: int = 200, key: jax.Array,
+           method: Callable[[int, int], Layout] = per_batch,
+           distance: Callable = distances.cosine, invariant: Callable = mean,
+           invariant_distance: Callable = l2, invariant_weight: float = 1000.0,
+           tv_weight: float = 1e-3, clip_weight: float = 2.0,
+           optimizer: optax.GradientTransformation | None = None,
+           init: Callable = jax.random.uniform, project: Callable | None = None,
+           num_samples: int | None = None, local_steps: int | None = None,
+           chunk: int = 25, callback: Callable | None = None) -> FedAvgResult:
+    """The attack of Dimitrov et al. (TMLR 2022, Algorithm 2) on FedAvg client weights.
+
+    Minimises over dummy images X̃ (laid out by ``method``)
+
+        L_sim(∇̄θc, ∇̄θ̃) + λ_inv L_inv(X̃) + λ_TV TV(X̃) + λ_clip R_clip(X̃)
+
+    where ``∇̄θc = (θs - θc)/(η U)`` is the observed average update, ``∇̄θ̃`` the same for
+    the simulated client (:func:`simulate`, differentiated end to end through its local
+    steps), ``L_inv`` the epoch order-invariant prior (:func:`epoch_invariant`),
+    ``TV`` the anisotropic total variation and ``R_clip = mean(relu(x-1)² + relu(-x)²)``
+    (``priors.clip``, a box penalty after Geng et al.). The defaults are the paper's
+    FEMNIST settings (App. B.2): cosine ``L_sim``, ``g`` = mean with ``D`` = squared
+    l2, λ_inv = 1000, λ_TV = 1e-3, λ_clip = 2, 200 steps of Adam at rate 0.4 decayed
+    by 0.995 every 10 steps (:func:`adam_decay`). The result is matched and averaged
+    over epochs by MatchEpoch (``matching.match_epochs``).
+
+    The labels: ``label_counts`` (known, or estimated with ``labels.fedavg_counts``) are
+    expanded into N labels, shuffled once with ``key`` and cut into ``B = ceil(N/m)``
+    batches (the last one may be smaller); the same split is used in every epoch.
+
+    Aggregated clients (the paper's App. C.5): give ``label_counts`` as
+    ``[clients, K]``, one row per client, all with the same N; ``theta_c`` is then the
+    plain average of the clients' weights. Every client is simulated on its own
+    variables and the simulated weights are averaged before they are compared.
+
+    Args:
+        model: the attacked network.
+        theta_s: the weights the server sent (a pytree).
+        theta_c: the weights the client sent back (same tree).
+        label_counts: int ``[K]`` counts per class (a ``labels.LabelCounts`` works too),
+            or ``[clients, K]`` for an aggregate of several clients.
+        lr: the client's learning rate η.
+        epochs: the client's local epochs E.
+        batch_size: the client's batch size m.
+        steps: attack optimisation steps.
+        key: PRNG key: the label split and the initial images.
+        method: the variable layout, ``method(E, B) -> Layout``: :func:`per_batch`
+            (default, "Ours"), :func:`shared`, :func:`fedsgd_epoch` or :func:`fedsgd`.
+        distance: ``L_sim(observed, simulated)`` over update trees; ``distances.cosine``
+            (the paper's), ``distances.l2`` or ``distances.layer_weighted(...)``.
+        invariant: the order-invariant summary ``g(images [N, H, W, C])``: :func:`mean`
+            or :func:`conv_max`. Used when the method keeps one copy per epoch.
+        invariant_distance: ``D(a, b)``: :func:`l2` (squared) or :func:`l1`.
+        invariant_weight: λ_inv; 0 gives "Ours (no prior)".
+        tv_weight: λ_TV.
+        clip_weight: λ_clip.
+        optimizer: an optax transformation; default ``adam_decay(0.4, 0.995, 10)``.
+        init: ``init(key, shape) -> images``, the random start; default U(0, 1).
+        project: optional ``project(images) -> images`` after every step (e.g.
+            ``attacks.unit_box``); the paper uses none.
+        num_samples: the client's N, if known separately; checked against the counts.
+        local_steps: the number of local steps U the server was told, if any; checked
+            against ``E · ceil(N/m)``.
+        chunk: steps per jitted chunk; ``callback(frame)`` runs between chunks (e.g.
+            ``widgets.Live(truth).callback``).
+
+    Returns:
+        A :class:`FedAvgResult`.
+
+    Raises:
+        ValueError: for trees of different structure, counts that are not non-negative
+            integers ``[K]``, counts that do not sum to ``num_samples``, ``local_steps``
+            not equal to ``E · ceil(N/m)``, or non-positive E, m, η or steps.
+    """
+    who = "attacks.fedavg"
+    trees.check_matching(theta_c, theta_s, name="theta_c", reference_name="theta_s")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{who}: {name} must be an int >= 1, got {value!r}.")
+    if not lr > 0:
+        raise ValueError(f"{who}: the learning rate lr must be > 0, got {lr!r}.")
+    counts = _as_counts(model, label_counts, num_samples, who)
+    clients, n = counts.shape[0], int(counts[0].sum())
+    batches = math.ceil(n / batch_size)
+    if local_steps is not None and int(local_steps) != epochs * batches:
+        raise ValueError(
+            f"{who}: the update took local_steps={local_steps} steps, but E={epochs} epochs "
+            f"of ceil(N/m) = ceil({n}/{batch_size}) = {batches} batches make {epochs * batches}"
+            f"; check N (the label counts), epochs and batch_size.")
+    layout = method(int(epochs), batches)
+    if not isinstance(layout, Layout):
+        raise ValueError(f"{who}: method must return a fedavg.Layout, got {layout!r}; use "
+                         "fedavg.per_batch, shared, fedsgd_epoch or fedsgd.")
+    width = batch_size if layout.steps_per_epoch > 1 else n
+    slots = layout.steps_per_epoch * width
+
+    k_split, k_init = jax.random.split(key)
+    labels, masks = [], []
+    for c in range(clients):
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(k_split, c), n))
+        y = np.repeat(np.arange(model.num_classes), counts[c])[order]
+        labels.append(np.concatenate([y, np.zeros(slots - n, y.dtype)]))
+        masks.append(np.concatenate([np.ones(n), np.zeros(slots - n)]))
+    shape2 = (clients, layout.steps_per_epoch, width)
+    labels = np.stack(labels).reshape(shape2).astype(np.int32)
+    masks = np.stack(masks).reshape(shape2).astype(np.float32)
+    valid = tuple(int(i) for i in _valid_slots(masks[0]))
+
+    total_steps = epochs * batches
+    target = jax.tree.map(lambda s, t: (jnp.asarray(s) - jnp.asarray(t)) / (lr * total_steps),
+                          theta_s, theta_c)
+    data: dict[str, Any] = {
+        "theta_s": jax.tree.map(jnp.asarray, theta_s), "target": target,
+        "labels": jnp.asarray(labels), "mask": jnp.asarray(masks),
+        "lr": jnp.asarray(lr, jnp.float32),
+        "invariant_weight": jnp.asarray(invariant_weight, jnp.float32),
+        "tv_weight": jnp.asarray(tv_weight, jnp.float32),
+        "clip_weight": jnp.asarray(clip_weight, jnp.float32),
+    }
+    shape = (clients, layout.copies, layout.steps_per_epoch, width, *model.input_shape)
+    images = jnp.asarray(init(k_init, shape), jnp.float32)
+    if tuple(images.shape) != shape:
+        raise ValueError(f"{who}: init returned shape {list(images.shape)}, expected "
+                         f"{list(shape)}.")
+    loss_fn = _attack_loss(model, layout, distance, invariant, invariant_distance, valid)
+    optimizer = optimizer if optimizer is not None else adam_decay()
+    project_fn = None if project is None else _project_images(project)
+    out = minimize(loss_fn, {"images": images}, data, optimizer, steps=int(steps),
+                   chunk=int(chunk), project=project_fn, to_images=_first_copy(valid),
+                   callback=callback)
+
+    per_copy = np.asarray(_epoch_view(valid)(out.variables["images"]))   # [C, copies, N, ...]
+    matched = np.concatenate([matching.match_epochs(per_copy[c]) for c in range(clients)])
+    epoch_images = np.concatenate(list(per_copy), axis=1)
+    flat_labels = labels.reshape(clients, -1)[:, list(valid)].reshape(-1)
+    fields = out._asdict()
+    fields.pop("variables")
+    return FedAvgResult(images=matched, epoch_images=epoch_images, labels=flat_labels,
+                        batch_labels=labels, mask=masks, **fields)
+
+
+@functools.cache
+def _project_images(project: Callable) -> Callable:
+    def project_variables(variables):
+        return {**variables, "images": project(variables["images"])}
+
+    return project_variables
+
+
+def paper_input(images, *, size: int = 32, channels: int = 3) -> np.ndarray:
+    """Grey ``[N, h, w, 1]`` images as the input of the paper's FEMNIST network.
+
+    Dimitrov et al. (TMLR 2022, Table 5) feed their FEMNIST network 3-channel images, and
+    its first dense layer has ``5184 = 9·9·64`` inputs, which a 32x32 input gives (28x28
+    would give 4096). So the 28x28 grey images were most likely enlarged to 32x32 and
+    repeated over 3 channels. This pads each image with zeros (the digits' background)
+    to ``size x size``, centred, and repeats the channel ``channels`` times; the
+    bundled data files are not changed.
+
+        >>> paper_input(np.ones((2, 28, 28, 1))).shape
+        (2, 32, 32, 3)
+    """
+    x = np.asarray(images, np.float32)
+    if x.ndim != 4 or x.shape[-1] != 1 or max(x.shape[1:3]) > size:
+        raise ValueError(f"fedavg.paper_input expects grey images [N, h, w, 1] with h, w <= "
+                         f"{size}, got shape {list(x.shape)}.")
+    top, left = (size - x.shape[1]) // 2, (size - x.shape[2]) // 2
+    x = np.pad(x, ((0, 0), (top, size - x.shape[1] - top), (left, size - x.shape[2] - left),
+                   (0, 0)))
+    return np.repeat(x, channels, axis=-1)
