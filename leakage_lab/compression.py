@@ -12,12 +12,17 @@ here is a :class:`~leakage_lab.defenses.Defense` (``apply(grads, *, key)``):
 The strongest sensible attack on a compressed update compares like with like:
 
 - :func:`kept_distance` compares only the coordinates the observation kept (non-zero),
-  for top-k and pruning;
+  for top-k and random pruning (``defenses.prune``, Zhu et al., NeurIPS 2019);
 - :func:`sign_distance` compares the observed signs with a smooth sign (``tanh``) of
   the candidate, so that the distance is differentiable;
-- quantisation keeps magnitudes, so the plain distances (``distances.l2``, as in DLG,
-  Zhu et al., NeurIPS 2019) or the Gaussian approximation of ``quantize(...).log_prob``
-  apply directly.
+- quantisation keeps magnitudes and directions, so the plain distances apply directly
+  (``distances.cosine``, as in Inverting Gradients), or the Gaussian approximation of
+  ``quantize(...).log_prob`` in the Bayes attack.
+
+Each scheme carries its matched distance as ``Defense.matched_distance``, so the
+strongest sensible attack on a compressed update is
+
+    attacks.reconstruct(model, params, observed, labels=..., distance=d.matched_distance)
 
     >>> import jax, jax.numpy as jnp
     >>> g = {"w": jnp.array([3.0, -1.0, 0.5, -0.5])}
@@ -40,7 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from leakage_lab import distances, trees
-from leakage_lab.defenses import POINT_MASS_WIDTH, Defense
+from leakage_lab.defenses import POINT_MASS_WIDTH, Defense, kept_distance
 
 __all__ = ["kept_distance", "quantize", "sign", "sign_distance", "top_k"]
 
@@ -60,7 +65,7 @@ def _no_log_prob(observed, clean, *, scheme, distance):
 
 def _step(max_abs, bits):
     """Spacing of the ``2**bits`` levels over ``[-m, m]``: ``Δ = 2m / (2**bits - 1)``."""
-    return 2.0 * max_abs / (2**bits - 1)
+    return 2.0 * max_abs / (2.0**bits - 1.0)
 
 
 def _quantize_leaf(leaf, key, bits):
@@ -75,7 +80,7 @@ def _quantize_leaf(leaf, key, bits):
     u = (leaf + m) / safe_step
     low = jnp.floor(u)
     up = jax.random.uniform(key, leaf.shape, leaf.dtype) < (u - low)
-    level = jnp.clip(low + up, 0, 2**bits - 1)
+    level = jnp.clip(low + up, 0.0, 2.0**bits - 1.0)
     return jnp.where(step > 0, -m + safe_step * level, jnp.zeros_like(leaf)).astype(leaf.dtype)
 
 
@@ -108,15 +113,17 @@ def quantize(bits: int) -> Defense:
 
     ``m = max |g|`` of the leaf (sent along, as in QSGD-style schemes); the levels are
     ``-m + kΔ``, ``Δ = 2m / (2**bits - 1)``, and each coordinate rounds up or down with
-    the probabilities that make it unbiased. ``bits = 1`` leaves two levels, ``±m``.
+    the probabilities that make it unbiased. ``bits`` runs from 1 (two levels, ``±m``)
+    to 32. Its ``matched_distance`` is plain cosine: directions survive.
     ``log_prob`` is a Gaussian approximation of the rounding error (see
     :func:`_quantize_log_prob`), not the exact (discrete) law.
     """
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
-        raise ValueError(f"quantize: bits must be an integer >= 1, got {bits!r}.")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
+        raise ValueError(f"quantize: bits must be an integer from 1 to 32 (a float32 "
+                         f"coordinate has 32), got {bits!r}.")
     return Defense(apply=functools.partial(_quantize_apply, bits=bits),
                    log_prob=functools.partial(_quantize_log_prob, bits=bits),
-                   name=f"quantize(bits={bits})")
+                   name=f"quantize(bits={bits})", matched_distance=distances.cosine)
 
 
 # ---------------------------------------------------------------------------------------
@@ -141,19 +148,24 @@ def sign() -> Defense:
     return Defense(apply=_sign_apply,
                    log_prob=functools.partial(_no_log_prob, scheme="sign()",
                                               distance="sign_distance()"),
-                   name="sign()")
+                   name="sign()", matched_distance=sign_distance())
 
 
 # ---------------------------------------------------------------------------------------
 # Global top-k sparsification.
 
 
-def _top_k_count(fraction: float, n: int) -> int:
-    """``k = ceil(fraction · n)``, at least 1 for a non-empty update."""
+def _top_k_count(fraction: float | None, count: int | None, n: int) -> int:
+    """``k``: the given count, or ``ceil(fraction · n)`` (at least 1 for a non-empty update)."""
+    if count is not None:
+        if count > n:
+            raise ValueError(f"top_k: k={count} coordinates asked for, but the update has only "
+                             f"{n} parameters; give k <= {n} (or a fraction).")
+        return count
     return min(n, max(1, math.ceil(fraction * n - 1e-9))) if n else 0
 
 
-def _top_k_apply(grads, *, key, fraction):
+def _top_k_apply(grads, *, key, fraction, count):
     """Keep the ``k`` largest ``|g_i|`` over the whole update, zero the rest.
 
     Ties go to the coordinate that comes first (leaf order, then row-major order), so
@@ -164,7 +176,7 @@ def _top_k_apply(grads, *, key, fraction):
     leaves = [jnp.asarray(leaf) for leaf in leaves]
     flat = jnp.concatenate([jnp.abs(leaf).ravel().astype(jnp.float32) for leaf in leaves]
                            + [jnp.zeros((0,), jnp.float32)])
-    k = _top_k_count(fraction, flat.size)
+    k = _top_k_count(fraction, count, flat.size)
     _, index = jax.lax.top_k(flat, k)
     keep = jnp.zeros(flat.shape, bool).at[index].set(True)
     out, start = [], 0
@@ -175,45 +187,34 @@ def _top_k_apply(grads, *, key, fraction):
     return jax.tree.unflatten(treedef, out)
 
 
-def top_k(fraction: float) -> Defense:
-    """Global top-k sparsification (Lin et al., ICLR 2018): keep ``ceil(fraction · n)`` coordinates.
+def top_k(fraction: float | None = None, *, k: int | None = None) -> Defense:
+    """Global top-k sparsification (Lin et al., ICLR 2018): keep the ``k`` largest coordinates.
 
-    ``n`` counts every coordinate of every leaf; the kept ones are the largest in
-    magnitude over the whole update. Deterministic; attack it with :func:`kept_distance`.
+    Give either ``fraction``, for ``k = ceil(fraction · n)`` with ``n`` the number of
+    coordinates of every leaf together, or the count ``k`` itself (checked against ``n``
+    when the update arrives). The kept ones are the largest in magnitude over the whole
+    update. Deterministic; attack it with :func:`kept_distance` (its ``matched_distance``).
     """
-    fraction = float(fraction)
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"top_k: fraction must be in (0, 1], got {fraction}.")
-    return Defense(apply=functools.partial(_top_k_apply, fraction=fraction),
-                   log_prob=functools.partial(_no_log_prob, scheme=f"top_k({fraction:g})",
+    if (fraction is None) == (k is None):
+        raise ValueError(f"top_k: give either fraction or k, got fraction={fraction!r}, "
+                         f"k={k!r}.")
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"top_k: k must be an integer >= 1, got {k!r}.")
+        label = f"k={k}"
+    else:
+        fraction = float(fraction)
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"top_k: fraction must be in (0, 1], got {fraction}.")
+        label = f"fraction={fraction:g}"
+    return Defense(apply=functools.partial(_top_k_apply, fraction=fraction, count=k),
+                   log_prob=functools.partial(_no_log_prob, scheme=f"top_k({label})",
                                               distance="kept_distance()"),
-                   name=f"top_k(fraction={fraction:g})")
+                   name=f"top_k({label})", matched_distance=kept_distance())
 
 
 # ---------------------------------------------------------------------------------------
 # Matched attack distances.
-
-
-def kept_distance(base_distance: Callable = distances.cosine) -> Callable:
-    """``D(g, g') = d(g, m ⊙ g')`` with ``m_i = [g_i ≠ 0]`` read from the observation.
-
-    For top-k and pruning: the zeros of the observation say nothing about the candidate's
-    value there, so the candidate is masked to the kept coordinates before ``d`` (default
-    ``distances.cosine``). With no zeros in the observation it is ``d`` itself. The same
-    ``d`` returns the same function object.
-    """
-    return _kept_distance(base_distance)
-
-
-@functools.cache
-def _kept_distance(base_distance: Callable) -> Callable:
-    def kept(observed, candidate) -> jax.Array:
-        masked = jax.tree.map(lambda o, c: jnp.where(o != 0, c, jnp.zeros_like(c)),
-                              observed, candidate)
-        return base_distance(observed, masked)
-
-    kept.__name__ = f"kept_{getattr(base_distance, '__name__', 'distance')}"
-    return kept
 
 
 @functools.cache

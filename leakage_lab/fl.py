@@ -282,7 +282,10 @@ def train(model: Model, params, clients, *, rounds: int, clients_per_round: int,
             the local steps each one actually took.
         defense: optional update defense (anything with ``apply(update, *, key)``, e.g.
             ``defenses.gaussian(σ)`` or a compression): each client sends
-            ``θs + defense.apply(θc - θs)`` instead of ``θc``.
+            ``θs + defense.apply(θc - θs)`` instead of ``θc``. A defense that depends
+            on the client's data (``defenses.soteria``) is passed as a function
+            ``make(model, params, images, labels) -> defense``, called per client with
+            the round's weights θs and that client's data.
     """
     if not 1 <= clients_per_round <= len(clients):
         raise ValueError(
@@ -302,8 +305,10 @@ def train(model: Model, params, clients, *, rounds: int, clients_per_round: int,
             theta_c = client_update(model, params, images, labels, lr=lr, epochs=epochs,
                                     batch_size=batch_size, key=local_key, dp=dp)
             if defense is not None:
-                sent = defense.apply(trees.tree_sub(theta_c, params),
-                                     key=jax.random.fold_in(local_key, 2))
+                client_defense = (defense if hasattr(defense, "apply")
+                                  else defense(model, params, images, labels))
+                sent = client_defense.apply(trees.tree_sub(theta_c, params),
+                                            key=jax.random.fold_in(local_key, 2))
                 theta_c = trees.tree_add(params, sent)
             updates.append(theta_c)
             sizes.append(len(labels))

@@ -13,6 +13,8 @@ of the ``dp_accounting`` library.
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import NamedTuple
 
 import jax
@@ -20,7 +22,7 @@ import jax.numpy as jnp
 
 from leakage_lab import trees
 
-__all__ = ["DPSGD", "clip_and_noise", "dp_sgd", "epsilon"]
+__all__ = ["DPSGD", "clip_and_noise", "dp_gradient", "dp_sgd", "epsilon"]
 
 
 class DPSGD(NamedTuple):
@@ -31,10 +33,10 @@ class DPSGD(NamedTuple):
 
 
 def dp_sgd(clip_norm: float, noise_multiplier: float) -> DPSGD:
-    """Validated DP-SGD settings: ``clip_norm > 0``, ``noise_multiplier >= 0``."""
-    if not clip_norm > 0:
+    """Validated DP-SGD settings: ``clip_norm > 0``, ``noise_multiplier >= 0`` (both finite)."""
+    if not (clip_norm > 0 and math.isfinite(clip_norm)):
         raise ValueError(f"clip_norm must be > 0, got {clip_norm}.")
-    if not noise_multiplier >= 0:
+    if not (noise_multiplier >= 0 and math.isfinite(noise_multiplier)):
         raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}.")
     return DPSGD(float(clip_norm), float(noise_multiplier))
 
@@ -61,6 +63,18 @@ def clip_and_noise(per_example, mask, dp: DPSGD, *, key: jax.Array):
     return jax.tree.unflatten(treedef, noisy)
 
 
+def dp_gradient(model, params, images, labels, dp: DPSGD, *, key: jax.Array):
+    """What a FedSGD client running DP-SGD sends: its batch's privatised mean gradient.
+
+    ``g = (Σ_i clip(∇θ L(x_i), C) + N(0, σ² C² I)) / m`` over the ``m`` examples; with
+    ``clip_norm`` huge and ``noise_multiplier = 0`` it is ``fl.gradient``.
+    """
+    from leakage_lab import fl  # fl imports this module; import it when first needed
+
+    per_example = fl.per_example_gradients(model, params, images, labels)
+    return clip_and_noise(per_example, jnp.ones(len(labels), jnp.float32), dp, key=key)
+
+
 def epsilon(dp: DPSGD, *, sampling_rate: float, steps: int, delta: float) -> float:
     """ε of (ε, δ)-DP after ``steps`` DP-SGD steps at ``sampling_rate`` (RDP accountant).
 
@@ -78,6 +92,8 @@ def epsilon(dp: DPSGD, *, sampling_rate: float, steps: int, delta: float) -> flo
         raise ValueError(f"delta must be in (0, 1), got {delta}.")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}.")
+    if steps == 0:
+        return 0.0  # nothing was released about this client
     if dp.noise_multiplier == 0:
         return float("inf")
     event = dp_accounting.SelfComposedDpEvent(
@@ -85,5 +101,13 @@ def epsilon(dp: DPSGD, *, sampling_rate: float, steps: int, delta: float) -> flo
             sampling_rate, dp_accounting.GaussianDpEvent(dp.noise_multiplier)),
         int(steps))
     accountant = rdp_privacy_accountant.RdpAccountant()
-    accountant.compose(event)
-    return float(accountant.get_epsilon(delta))
+    # For small σ the accountant drops the few fractional orders whose series does not
+    # converge, logging one warning per order and step count; the ε is still valid.
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        accountant.compose(event)
+        return float(accountant.get_epsilon(delta))
+    finally:
+        absl_logger.setLevel(level)

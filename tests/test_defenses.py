@@ -137,3 +137,164 @@ def test_bad_input():
         defenses.gaussian(0.1).log_prob({"w": np.zeros(3)}, {"w": np.zeros(4)})
     with pytest.raises(ValueError, match="does not match"):
         defenses.gaussian(0.1).log_prob({"w": np.zeros(3)}, {"v": np.zeros(3)})
+
+
+# ----- matched distances and Soteria (Sun et al., CVPR 2021) ---------------------------
+
+SMALL = None
+
+
+def _small():
+    """DLG's sigmoid LeNet on 14x14 digits, at initialisation, and two images."""
+    global SMALL
+    if SMALL is None:
+        import leakage_lab as ll
+
+        ds = ll.data.load("digits")
+        model = ll.models.lenet(num_classes=10, input_shape=(14, 14, 1))
+        params = model.init(jax.random.key(1))
+        x = jnp.asarray(ds.images[[0, 7], ::2, ::2])
+        SMALL = model, params, x, ds.labels[[0, 7]]
+    return SMALL
+
+
+def test_matched_distances_are_attached():
+    assert defenses.prune(0.5).matched_distance is defenses.kept_distance()
+    assert defenses.prune_gaussian(0.5, 0.1).matched_distance is defenses.kept_distance()
+    assert defenses.gaussian(0.1).matched_distance is None
+    assert defenses.prune(0.0).matched_distance is None      # nothing pruned, nothing to skip
+    assert defenses.from_distance(distances.l1).matched_distance is distances.l1
+
+
+def test_ignore_layers():
+    g, h = tree(40, 0), tree(40, 1)
+    two = {"a": g["a"], "b": h["a"]}
+    other = {"a": g["a"], "b": g["a"]}
+    d = defenses.ignore_layers(distances.l2, "b")
+    assert float(d(two, other)) == 0.0
+    assert float(distances.l2(two, other)) > 0
+    assert d is defenses.ignore_layers(distances.l2, ["b"])
+    with pytest.raises(ValueError, match="not in the update"):
+        defenses.ignore_layers(distances.l2, "c")(two, other)
+    with pytest.raises(ValueError, match="no layer"):
+        defenses.ignore_layers(distances.l2, ["a", "b"])(two, other)
+    with pytest.raises(ValueError, match="at least one"):
+        defenses.ignore_layers(distances.l2, [])
+
+
+def test_soteria_scores_match_finite_differences():
+    model, params, x, _ = _small()
+    scores = np.asarray(defenses.soteria_scores(model, params, x[:1]))
+    r = np.asarray(model.features(params, x[:1]))[0]
+    assert scores.shape == r.shape
+    # Oracle for one live feature: |r_i| / ||∂r_i/∂x|| with the gradient by central differences.
+    i = int(np.argmax(np.abs(r)))
+    eps = 1e-2
+    flat = np.asarray(x[:1], np.float64).ravel()
+    grad = np.zeros_like(flat)
+    for j in range(flat.size):
+        up, down = flat.copy(), flat.copy()
+        up[j] += eps
+        down[j] -= eps
+        f = [np.asarray(model.features(params, jnp.asarray(v.reshape(x[:1].shape),
+                                                          jnp.float32)))[0, i]
+             for v in (up, down)]
+        grad[j] = (f[0] - f[1]) / (2 * eps)
+    np.testing.assert_allclose(scores[i], abs(r[i]) / np.linalg.norm(grad), rtol=2e-2)
+    # A batch sums its examples' scores.
+    both = np.asarray(defenses.soteria_scores(model, params, x))
+    one_each = sum(np.asarray(defenses.soteria_scores(model, params, x[k:k + 1])) for k in (0, 1))
+    np.testing.assert_allclose(both, one_each, rtol=1e-4, atol=1e-6)
+
+
+def test_soteria_changes_only_the_defended_layer():
+    import leakage_lab as ll
+
+    model, params, x, y = _small()
+    g = ll.fl.gradient(model, params, x, y)
+    d = defenses.soteria(model, params, x, fraction=0.5)
+    out = d.apply(g, key=KEY)
+    layer = list(params)[-1]
+    for name in params:
+        for k in params[name]:
+            if (name, k) != (layer, "w"):
+                np.testing.assert_array_equal(np.asarray(out[name][k]), np.asarray(g[name][k]))
+    w, w0 = np.asarray(out[layer]["w"]), np.asarray(g[layer]["w"])
+    zero_rows = np.all(w == 0, axis=1)
+    d_features = w.shape[0]
+    assert zero_rows.sum() >= round(0.5 * d_features)          # pruned rows (+ dead features)
+    np.testing.assert_array_equal(w[~zero_rows], w0[~zero_rows])
+    # The pruned rows are the highest-scoring features.
+    scores = np.asarray(defenses.soteria_scores(model, params, x))
+    pruned = np.argsort(-scores, kind="stable")[: round(0.5 * d_features)]
+    assert np.all(w[pruned] == 0)
+    assert d.matched_distance.__name__ == f"cosine_without_{layer}"
+    # Nothing pruned: nothing changes; a bad fraction or layer is refused.
+    same = defenses.soteria(model, params, x, fraction=0.0).apply(g, key=KEY)
+    np.testing.assert_array_equal(np.asarray(same[layer]["w"]), w0)
+    with pytest.raises(ValueError, match="fraction"):
+        defenses.soteria(model, params, x, fraction=1.0)
+    with pytest.raises(ValueError, match="features"):
+        defenses.soteria(model, params, x, fraction=0.5, layer="conv1")
+    with pytest.raises(ValueError, match="not a layer"):
+        defenses.soteria(model, params, x, fraction=0.5, layer="nope")
+
+
+def test_soteria_log_prob_ignores_pruned_rows():
+    import leakage_lab as ll
+
+    model, params, x, y = _small()
+    g = ll.fl.gradient(model, params, x, y)
+    d = defenses.soteria(model, params, x, fraction=0.5)
+    obs = d.apply(g, key=KEY)
+    layer = list(params)[-1]
+    zero_rows = np.all(np.asarray(obs[layer]["w"]) == 0, axis=1)
+    moved = {**g, layer: {**g[layer], "w": jnp.where(zero_rows[:, None], g[layer]["w"] + 3.0,
+                                                      g[layer]["w"])}}
+    np.testing.assert_allclose(float(d.log_prob(obs, moved)), float(d.log_prob(obs, g)),
+                               rtol=1e-6)
+    elsewhere = jax.tree.map(lambda v: v + 0.01, g)
+    assert float(d.log_prob(obs, elsewhere)) < float(d.log_prob(obs, g))
+
+
+def test_soteria_inside_fl_train_per_client():
+    import leakage_lab as ll
+
+    model, params, x, y = _small()
+    clients = [(x[:1], y[:1]), (x[1:], y[1:])]
+    kw = dict(rounds=1, clients_per_round=2, lr=0.1, epochs=1, batch_size=1,
+              key=jax.random.key(0))
+    plain = ll.fl.train(model, params, clients, **kw)
+    seen = []
+
+    def make(m, p, images, labels):
+        seen.append(images.shape[0])
+        return defenses.soteria(m, p, images, fraction=0.9)
+
+    defended = ll.fl.train(model, params, clients, defense=make, **kw)
+    assert seen == [1, 1]
+    layer = list(params)[-1]
+    for name in params:
+        same = np.allclose(np.asarray(defended.params[name]["w"]),
+                           np.asarray(plain.params[name]["w"]))
+        assert same == (name != layer), name
+
+
+def test_soteria_break_beats_the_naive_attack():
+    """Balunović et al. (ICLR 2022): leaving out the defended layer recovers the image."""
+    import leakage_lab as ll
+
+    model, params, x, y = _small()
+    gains = []
+    for k in (0, 1):
+        g = ll.fl.gradient(model, params, x[k:k + 1], y[k:k + 1])
+        d = defenses.soteria(model, params, x[k:k + 1], fraction=0.8)
+        obs = d.apply(g, key=KEY)
+        psnr = {}
+        for name, dist in (("naive", distances.cosine), ("break", d.matched_distance)):
+            res = ll.attacks.reconstruct(model, params, obs, labels=y[k:k + 1], distance=dist,
+                                         steps=200, key=jax.random.key(0))
+            psnr[name] = ll.metrics.psnr(res.images[0], x[k])
+        gains.append(psnr["break"] - psnr["naive"])
+        assert psnr["break"] > 20, psnr
+    assert min(gains) > 5, gains

@@ -245,3 +245,10 @@ def test_share_validates():
         sa.share(sa.PRIME, threshold=2, num_shares=3, rng=rng)
     with pytest.raises(ValueError, match="distinct"):
         sa.reconstruct([sa.Share(1, 2), sa.Share(1, 3)])
+
+
+def test_refusals_say_why():
+    with pytest.raises(ValueError, match=r"1 <= t <= num_clients = 5, got t=6"):
+        sa.setup(5, 6)
+    with pytest.raises(ValueError, match=r"2 masked updates arrived .* threshold is t=3"):
+        sa.secure_sum(_updates(N, 10), threshold=T, dropped={0, 1, 2}, seed=1)
