@@ -21,8 +21,10 @@ import numpy as np
 
 from leakage_lab import distances
 
-__all__ = ["CheckFailed", "fedavg_average", "gaussian_neg_log_likelihood", "gradient_distance",
-           "idlg_label", "prune_laplace_log_prob", "total_variation"]
+__all__ = ["CheckFailed", "client_update_loop", "dp_clip_and_noise", "fedavg_average",
+           "fedavg_label_counts", "gaussian_neg_log_likelihood", "gradient_distance",
+           "idlg_label", "match_epochs", "pair_masks", "prune_laplace_log_prob",
+           "total_variation"]
 
 
 class CheckFailed(AssertionError):
@@ -648,3 +650,490 @@ def prune_laplace_log_prob(fn: Callable) -> None:
     _ok(f"{name}: equals ll.defenses.prune_laplace(p, b).log_prob for three (p, b) pairs. "
         "Note that the pruned coordinates' log p does not depend on the image: pruning only "
         "removes terms from the attack's loss.")
+
+
+# ---------------------------------------------------------------------------------------
+# Lab 05: DP-SGD's clipping and noise; secure aggregation's pairwise masks.
+
+
+def _per_example_tree(key: jax.Array, m: int) -> dict:
+    """Per-example gradients: the leaves of a parameter-like tree with a leading axis [m]."""
+    k = jax.random.split(key, m)
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *[_random_tree(kk) for kk in k])
+
+
+def _dp_variants(per_example: dict, c: float):
+    """(value, hint) for the usual slips in the noiseless DP-SGD mean, as flat vectors."""
+    leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(per_example)]
+    m = leaves[0].shape[0]
+    flat = np.concatenate([x.reshape(m, -1) for x in leaves], axis=1)
+    norms = np.linalg.norm(flat, axis=1)
+    scale = np.minimum(1.0, c / norms)
+    mean = flat.mean(0)
+    per_leaf = np.concatenate(
+        [(x.reshape(m, -1) * np.minimum(1.0, c / np.linalg.norm(x.reshape(m, -1), axis=1)
+                                        )[:, None]).mean(0) for x in leaves])
+    return [
+        (mean, "no clipping happened: scale each example's gradient by min(1, C / ‖g_i‖)"),
+        (mean * min(1.0, c / np.linalg.norm(mean)), "you clipped the MEAN gradient; DP-SGD "
+                                                    "clips EACH example's gradient before "
+                                                    "averaging, so that one example's "
+                                                    "influence is bounded by C"),
+        ((flat * (c / norms)[:, None]).mean(0), "every example was rescaled to norm C, even "
+                                                "the small ones: use min(1, C / ‖g_i‖), which "
+                                                "only shrinks"),
+        (per_leaf, "you clipped each leaf (layer) separately: the norm ‖g_i‖ is over ALL the "
+                   "leaves of one example's gradient together"),
+        ((flat * scale[:, None]).sum(0), "that is the SUM of the clipped gradients; divide by "
+                                         "the batch size m"),
+        ((flat * (c / np.maximum(norms, c))[:, None]).mean(0) / c, "do not divide by C: the "
+                                                                   "clipped gradient has norm "
+                                                                   "≤ C, not ≤ 1"),
+    ]
+
+
+def dp_clip_and_noise(fn: Callable) -> None:
+    """Checks ``fn(per_example, clip_norm, noise_multiplier, key)``: one DP-SGD step (lab 05).
+
+    Abadi et al. (ACM CCS 2016): clip each example's gradient (all its leaves together) to
+    norm at most ``C``, sum, add ``N(0, σ²C² I)``, divide by the batch size ``m``:
+
+        g = ( Σ_i g_i · min(1, C / ‖g_i‖) + N(0, σ² C² I) ) / m
+
+    ``per_example`` is a pytree whose leaves have a leading batch axis ``[m, ...]``. The
+    check compares the noiseless result (σ = 0) with ``ll.privacy.clip_and_noise``, then
+    measures the noise's standard deviation on zero gradients (it must be σC/m).
+
+    Raises:
+        CheckFailed: with a hint (mean clipped instead of each example, leaves clipped
+            separately, sum instead of mean, noise of the wrong size...).
+    """
+    from leakage_lab import privacy
+
+    name = getattr(fn, "__name__", "your function")
+    what = f"{name}(per_example, clip_norm, noise_multiplier, key)"
+    for seed, (m, c) in enumerate(((4, 1.0), (3, 20.0), (5, 0.1))):
+        per_example = _per_example_tree(jax.random.key(70 + seed), m)
+        out = _call(fn, per_example, c, 0.0, jax.random.key(0), what=what)
+        if out is None:
+            _fail(f"{name} returned None: did you forget the `return` statement?")
+        if jax.tree.structure(out) != jax.tree.structure(_random_tree(jax.random.key(0))):
+            _fail(f"{name} must return one gradient shaped like a single example's (the same "
+                  "tree, without the batch axis), got "
+                  f"{jax.tree.map(lambda x: np.shape(x), out)}.")
+        want = privacy.clip_and_noise(per_example, jnp.ones(m), privacy.dp_sgd(c, 0.0),
+                                      key=jax.random.key(0))
+        got_flat, want_flat = _flat(out), _flat(want)
+        if _close(got_flat, want_flat, rtol=1e-4, atol=1e-6):
+            continue
+        for value, hint in _dp_variants(per_example, c):
+            if _close(got_flat, value, rtol=1e-4, atol=1e-6):
+                _fail(f"With σ = 0, C = {c:g} and m = {m}: {hint}.")
+        _fail(f"With σ = 0, C = {c:g} and m = {m} the result differs from "
+              "ll.privacy.clip_and_noise (largest difference "
+              f"{np.max(np.abs(got_flat - want_flat)):.3g}). Compute ‖g_i‖ over all leaves of "
+              "example i, scale by min(1, C / ‖g_i‖), sum over i, divide by m.")
+    m, c, sigma = 4, 2.0, 1.5
+    zeros = jax.tree.map(lambda x: jnp.zeros((m, *x.shape)),
+                         {"w": jnp.zeros((100, 100)), "b": jnp.zeros((100,))})
+    noisy = _flat(_call(fn, zeros, c, sigma, jax.random.key(1), what=what))
+    again = _flat(_call(fn, zeros, c, sigma, jax.random.key(1), what=what))
+    other = _flat(_call(fn, zeros, c, sigma, jax.random.key(2), what=what))
+    std, want_std = float(np.std(noisy)), sigma * c / m
+    if std == 0:
+        _fail("With σ = 1.5 no noise was added: add jax.random.normal(key, shape) · σC to the "
+              "sum of clipped gradients (a fresh key per leaf, e.g. jax.random.split).")
+    if not np.array_equal(noisy, again):
+        _fail("The same key gave different noise: draw it from the key argument with "
+              "jax.random, not from numpy's global random state.")
+    if np.array_equal(noisy, other):
+        _fail("Two different keys gave the same noise: use the key you were given.")
+    if not abs(std - want_std) < 0.05 * want_std:
+        for got, hint in ((sigma * c, "the noise is added to the SUM, so after dividing by m "
+                                      "its standard deviation is σC / m"),
+                          (sigma / m, "the noise's standard deviation is σ·C (times C, the "
+                                      "clipping norm), before dividing by m"),
+                          (sigma * c / m**2, "divide the noise by m once, not twice"),
+                          (sigma, "the noise is N(0, σ²C²) on the sum, then divided by m")):
+            if abs(std - got) < 0.05 * got:
+                _fail(f"noise standard deviation {std:.4g}, expected σC/m = {want_std:.4g}: "
+                      f"{hint}.")
+        _fail(f"noise standard deviation {std:.4g}, expected σC/m = {want_std:.4g}.")
+    leaves = [np.ravel(x) for x in jax.tree.leaves(_call(fn, zeros, c, sigma, jax.random.key(1),
+                                                        what=what))]
+    if np.allclose(leaves[0][:100], leaves[1][:100]):
+        _fail("Two leaves got the same noise: split the key, one per leaf.")
+    _ok(f"{name}: clips each example's whole gradient, averages, and adds noise of standard "
+        f"deviation σC/m (measured {std:.3f}, expected {want_std:.3f}): one DP-SGD step.")
+
+
+def pair_masks(fn: Callable) -> None:
+    """Checks ``fn(seed, u, v, length)``: client ``u``'s mask for the pair ``(u, v)`` (lab 05).
+
+    Secure aggregation (Bonawitz et al., ACM CCS 2017): the two clients of a pair share a
+    seed ``s_uv``; the smaller index adds ``PRG(s_uv)``, the larger subtracts it, modulo
+    ``2**32`` (uint32 arithmetic), so the two terms cancel in the sum:
+
+        term(u, v) = +PRG(s_uv)  if v > u,      -PRG(s_uv)  if v < u      (mod 2**32)
+
+    ``ll.secagg.prg(seed, length)`` is the PRG. The check asks: do the terms of the two
+    clients cancel, do they hide (look random), and are they uint32 vectors?
+
+    Raises:
+        CheckFailed: with a hint (terms that do not cancel, an all-zero mask, a wrong dtype).
+    """
+    from leakage_lab import secagg
+
+    name = getattr(fn, "__name__", "your function")
+    what = f"{name}(seed, u, v, length)"
+    seed = secagg.random_bytes(5)(32)
+    length = 1000
+    a = _call(fn, seed, 1, 3, length, what=what)
+    b = _call(fn, seed, 3, 1, length, what=what)
+    for value, who in ((a, "u=1, v=3"), (b, "u=3, v=1")):
+        if value is None:
+            _fail(f"{name} returned None for {who}: did you forget the `return` statement?")
+        arr = np.asarray(value)
+        if arr.shape != (length,):
+            _fail(f"{name}({who}) returned shape {list(arr.shape)}, expected [{length}].")
+        if arr.dtype != np.uint32:
+            _fail(f"{name}({who}) returned dtype {arr.dtype}: keep uint32 so that the "
+                  "arithmetic wraps modulo 2**32 (np.negative on a uint32 vector is −x mod "
+                  "2**32); a float or int64 mask would not cancel exactly after the wrap.")
+    a, b = np.asarray(a), np.asarray(b)
+    if not np.any(a):
+        _fail(f"{name} returned zeros: a zero mask hides nothing. Use secagg.prg(seed, length).")
+    total = a + b
+    if np.any(total):
+        if np.array_equal(a, b):
+            _fail("Both clients ADDED the same PRG(s_uv): the terms double instead of "
+                  "cancelling. The smaller index adds it, the larger subtracts it.")
+        _fail("The two clients' terms do not cancel: term(u, v) + term(v, u) must be 0 "
+              "modulo 2**32 (one adds PRG(seed), the other subtracts the same PRG(seed)).")
+    prg = secagg.prg(seed, length)
+    if not (np.array_equal(a, prg) or np.array_equal(a, np.negative(prg))):
+        _fail("The terms cancel, but they are not ±PRG(seed): use secagg.prg(seed, length) "
+              "so that only the two clients of the pair can compute them.")
+    if np.array_equal(a, np.negative(prg)):
+        _fail("The terms cancel, but the convention is reversed: the SMALLER index (u < v) "
+              "adds +PRG(s_uv) and the larger subtracts it, as ll.secagg does.")
+    _ok(f"{name}: the pair's terms cancel exactly modulo 2**32 and each one alone is a "
+        "pseudo-random uint32 vector: the server learns nothing from one masked update.")
+
+
+# --------------------------------------------------------------------------------------
+# Labs 06-08: FedAvg's local steps, its label counts and MatchEpoch
+# --------------------------------------------------------------------------------------
+
+
+def _tiny_client(seed: int, num_samples: int):
+    """A small dense network and a client of ``num_samples`` random 4x4 images."""
+    from leakage_lab import models
+
+    model = models.mlp(num_classes=3, input_shape=(4, 4, 1), hidden=(8,))
+    params = model.init(jax.random.key(70 + seed))
+    images = jax.random.uniform(jax.random.key(80 + seed), (num_samples, 4, 4, 1))
+    labels = jnp.arange(num_samples, dtype=jnp.int32) % 3
+    return model, params, images, labels
+
+
+def _sgd(model, params, images, labels, steps, lr, *, frozen: bool = False):
+    """One SGD step per row of ``steps`` (sample indices); ``frozen``: every gradient at θs."""
+    from leakage_lab import fl
+
+    p = params
+    for idx in steps:
+        idx = np.asarray(idx)
+        g = fl.gradient(model, params if frozen else p, images[idx], labels[idx])
+        p = jax.tree.map(lambda w, d: w - lr * d, p, g)
+    return p
+
+
+def _client_loop_variants(model, params, images, labels, batches, lr):
+    """(result, hint) for the usual slips in FedAvg's client loop (Algorithm 1)."""
+    epochs, per_epoch, _ = batches.shape
+    steps = batches.reshape(-1, batches.shape[-1])
+    everything = np.tile(np.arange(len(labels)), (len(steps), 1))
+
+    def run(rows, rate=lr, frozen=False, start=params):
+        return _sgd(model, start, images, labels, rows, rate, frozen=frozen)
+
+    return [
+        (params, "it returned the server's weights θs unchanged: inside the loop, assign the "
+                 "new weights (params = params - lr * grad) and return them at the end"),
+        (run(steps, rate=-lr), "the sign is flipped: SGD walks DOWN the gradient, θ ← θ − η ∇θ CE"),
+        (run(steps, frozen=True),
+         "every gradient was taken at the server's weights θs. The client computes each "
+         "step's gradient at the weights left by the PREVIOUS step; that drift is exactly "
+         "what the server cannot see"),
+        (jax.tree.map(lambda s, c: s - (s - c) / len(steps), params,
+                      run(steps, frozen=True)),
+         "that is ONE step with the average gradient at θs (FedSGD's update). FedAvg takes "
+         "U = E·B steps, each on one batch, each at the current weights"),
+        (run(steps[:per_epoch]), "only the first epoch's steps were taken: loop over all E "
+                                 "epochs (batches has shape [E, B, m])"),
+        (run(steps[-per_epoch:]), "only the last epoch counts: did you restart from params "
+                                  "at the start of every epoch? Carry the weights over"),
+        (run(steps[-1:]), "only one step was taken (the last batch): take one step per batch "
+                          "of every epoch"),
+        (run(everything), "every step used all the client's images: a step uses only the "
+                          "images of its batch, images[batch] and labels[batch]"),
+        (run(everything[:epochs]), "that is one full-data step per epoch (E steps); FedAvg "
+                                   "takes one step per batch, E·B in all"),
+        (run(steps, rate=1.0), "the learning rate is missing: multiply the gradient by lr"),
+    ]
+
+
+def client_update_loop(fn: Callable) -> None:
+    """Checks ``fn(model, params, images, labels, batches, lr)``: FedAvg's client (lab 06).
+
+    ``batches`` is an int array ``[E, B, m]``: the sample indices of batch ``b`` of epoch
+    ``e``. ``fn`` should run Algorithm 1 of Dimitrov et al. (TMLR 2022) on those batches,
+
+        for e in 1..E:  for b in 1..B:  θ ← θ − η ∇θ CE(f(X[batches[e, b]]; θ), Y[batches[e, b]])
+
+    starting from ``params`` (θs), and return the final weights θc, a pytree like
+    ``params``. It must equal ``ll.fl.client_steps(...).params`` run with the same batches.
+
+    Args:
+        fn: the learner's function.
+
+    Raises:
+        CheckFailed: with a hint (all gradients taken at θs, one averaged step, a flipped
+            sign, one epoch only, the whole data in every step, lr forgotten...).
+    """
+    from leakage_lab import fl
+
+    name = getattr(fn, "__name__", "your function")
+    what = f"{name}(model, params, images, labels, batches, lr)"
+    for case, (n, epochs, m, lr) in enumerate(((6, 2, 3, 0.5), (8, 3, 2, 0.3))):
+        model, params, images, labels = _tiny_client(case, n)
+        run = fl.client_steps(model, params, images, labels, lr=lr, epochs=epochs,
+                              batch_size=m, key=jax.random.key(90 + case))
+        batches = np.asarray(run.batches)
+        got = _call(fn, model, params, images, labels, batches.copy(), lr, what=what)
+        if got is None:
+            _fail(f"{name} returned None: did you forget to return the final weights?")
+        if jax.tree.structure(got) != jax.tree.structure(params):
+            _fail(f"{name} should return the final weights, a pytree shaped like params "
+                  f"({jax.tree.structure(params)}), got {type(got).__name__}: return the "
+                  "weights after the last step, not a list of steps or a loss.")
+        if _trees_close(got, run.params):
+            continue
+        if case == 1:
+            _fail(f"{name} is right for one client but not for another (N = {n}, E = "
+                  f"{epochs}, m = {m}): is a size or the number of epochs hard-coded?")
+        for value, hint in _client_loop_variants(model, params, images, labels, batches, lr):
+            if _trees_close(got, value):
+                _fail(f"{name} does not return the client's weights θc: {hint}.")
+        _fail(f"{name} does not match ll.fl.client_steps on the same batches (N = {n}, "
+              f"E = {epochs}, m = {m}, lr = {lr}): for every epoch e and batch b, compute "
+              "the gradient of the mean loss on images[batches[e, b]] at the CURRENT "
+              "weights and step θ ← θ − lr · grad.")
+    _ok(f"{name}: the same θc as ll.fl.client_steps for two clients. The U = E·B "
+        "intermediate weights it walked through never leave the client.")
+
+
+def _interpolated_counts(column_sums, server, client, num_samples, epochs, batch_size,
+                         t=None, per_step_size=None):
+    """Reference and variants of the RecLabels estimate (real-valued, before rounding)."""
+    from leakage_lab import labels as lab
+
+    steps = epochs * (num_samples // batch_size)
+    if t is None:
+        p, o = lab.interpolate(server, client, steps)
+        p, o = np.asarray(p, np.float64), np.asarray(o, np.float64)
+    else:
+        p = ((1 - t)[:, None] * np.asarray(server.p_mean, np.float64)
+             + t[:, None] * np.asarray(client.p_mean, np.float64))
+        o = (1 - t) * float(server.o_mean) + t * float(client.o_mean)
+    n = batch_size if per_step_size is None else per_step_size
+    delta = np.asarray(column_sums, np.float64)
+    return (n * p - n * delta[None, :] / o[:, None]).sum(axis=0) / epochs, p, o
+
+
+def _counts_case(seed: int, num_classes: int = 5):
+    from leakage_lab import labels as lab
+
+    k = jax.random.split(jax.random.key(100 + seed), 3)
+    server = lab.DummyStatistics(jax.nn.softmax(jax.random.normal(k[0], (num_classes,))),
+                                 jnp.asarray(2.0 + seed))
+    client = lab.DummyStatistics(jax.nn.softmax(2 * jax.random.normal(k[1], (num_classes,))),
+                                 jnp.asarray(7.0 + seed))
+    column_sums = 0.1 * jax.random.normal(k[2], (num_classes,))
+    return column_sums, server, client
+
+
+def fedavg_label_counts(fn: Callable) -> None:
+    """Checks ``fn(column_sums, server, client, num_samples, epochs, batch_size)`` (lab 07).
+
+    RecLabels of Dimitrov et al. (TMLR 2022, Sec. 4.5), before rounding. ``server`` and
+    ``client`` are ``ll.labels.DummyStatistics`` (``p_mean [K]``, ``o_mean``) measured at
+    θs and θc; ``column_sums`` ``[K]`` are the column sums Δ_k of the last layer's
+    average update ``(θs − θc) / (η U)``. With ``U = E · N/m`` local steps (m divides N)
+    and ``t_i = (i − 1)/U`` for step ``i = 1..U``:
+
+        p̃_i = (1 − t_i) p̃^s + t_i p̃^c,   Õ_i = (1 − t_i) Õ^s + t_i Õ^c
+        λ̃_k = (1/E) Σ_i [ m p̃_{k,i} − m Δ_k / Õ_i ]
+
+    It must equal the ``raw`` estimate of ``ll.labels.fedavg_counts`` (whose statistics
+    come from ``ll.labels.interpolate``).
+
+    Raises:
+        CheckFailed: with a hint (statistics at θs or θc only, interpolation off by one
+            step, the 1/E missing, Õ averaged before dividing, a sign...).
+    """
+    name = getattr(fn, "__name__", "your function")
+    what = f"{name}(column_sums, server, client, num_samples, epochs, batch_size)"
+    for case, (n, epochs, m) in enumerate(((12, 2, 4), (10, 2, 5))):
+        column_sums, server, client = _counts_case(case)
+        want, p, o = _interpolated_counts(column_sums, server, client, n, epochs, m)
+        got = _call(fn, column_sums, server, client, n, epochs, m, what=what)
+        if got is None:
+            _fail(f"{name} returned None: did you forget the `return` statement?")
+        got = np.asarray(got, np.float64)
+        if got.shape != want.shape:
+            _fail(f"{name} returned shape {list(got.shape)}, expected one estimate per class, "
+                  f"[{want.size}]: sum the per-step estimates over the steps (axis 0).")
+        if _close(got, want, rtol=1e-4, atol=1e-4):
+            continue
+        if case == 1:
+            _fail(f"{name} is right for one client but not for another (N = {n}, E = "
+                  f"{epochs}, m = {m}): is a size hard-coded?")
+        for value, hint in _count_variants(column_sums, server, client, n, epochs, m):
+            if _close(got, value, rtol=1e-4, atol=1e-4):
+                _fail(f"{name} returned {np.round(got, 3).tolist()} where "
+                      f"{np.round(want, 3).tolist()} was expected: {hint}.")
+        _fail(f"{name} returned {np.round(got, 3).tolist()} where {np.round(want, 3).tolist()} "
+              f"was expected (N = {n}, E = {epochs}, m = {m}). Per step i = 1..U: t = (i − 1)/U, "
+              "interpolate p̃ and Õ, take m p̃ − m Δ / Õ; sum over the steps and divide by E.")
+    _ok(f"{name}: the interpolated label counts of ll.labels.fedavg_counts, for two clients.")
+
+
+def _count_variants(column_sums, server, client, n, epochs, m):
+    """(estimate, hint) for the usual slips in the interpolated label counts."""
+    want, p, o = _interpolated_counts(column_sums, server, client, n, epochs, m)
+    steps = epochs * (n // m)
+    i = np.arange(1, steps + 1, dtype=np.float64)
+    delta = np.asarray(column_sums, np.float64)
+
+    def variant(**kw):
+        return _interpolated_counts(column_sums, server, client, n, epochs, m, **kw)[0]
+
+    return [
+        (np.round(want), "that is the rounded estimate: return the real-valued λ̃ "
+                         "(ll.labels.round_counts rounds it later)"),
+        (variant(t=np.zeros(steps)), "every step used the statistics at θs (that is "
+                                     "\"Geng et al. θs\"): interpolate from θs to θc "
+                                     "over the U steps"),
+        (variant(t=np.ones(steps)), "every step used the statistics at θc (\"Geng et al. "
+                                    "θc\"): interpolate from θs to θc over the U steps"),
+        (variant(t=i / steps), "off by one step: step i's gradient is taken at the weights "
+                               "after i − 1 steps, so t_i = (i − 1)/U runs from 0 to "
+                               "(U − 1)/U, not from 1/U to 1"),
+        (want * epochs, "E times too large: each image is counted once per epoch, so "
+                        "divide the sum over the U steps by E"),
+        (want * epochs / steps, "you averaged over the U steps, which counts one batch of "
+                                "m images: sum over the steps and divide by E"),
+        (variant(per_step_size=n), f"{n // m} times too large: each step holds one batch "
+                                   "of m images, so use m (not N) in the per-step "
+                                   "estimate"),
+        (n * p.mean(axis=0) - n * delta / o.mean(), "you averaged Õ over the steps before "
+                                                    "dividing: apply Eq. 2 at every step, "
+                                                    "so it is the mean of 1/Õ_i that "
+                                                    "counts"),
+        ((m * p + m * delta[None] / o[:, None]).sum(axis=0) / epochs,
+         "the sign of the Δ term is flipped: λ̃ = m p̃ − m Δ / Õ"),
+    ]
+
+
+def _epoch_copies(seed: int, num: int = 6, epochs: int = 4, noise: float = 0.05):
+    """Truth images and E noisy copies of them, each epoch in its own random order."""
+    k = jax.random.split(jax.random.key(110 + seed), epochs + 1)
+    truth = np.asarray(jax.random.uniform(k[0], (num, 4, 4, 1)))
+    copies = []
+    for e in range(epochs):
+        order = np.arange(num) if e == 0 else np.asarray(jax.random.permutation(k[e + 1], num))
+        noisy = truth[order] + noise * np.asarray(jax.random.normal(k[e + 1], truth.shape))
+        copies.append(noisy)
+    return truth, np.stack(copies)
+
+
+def _match_variants(copies: np.ndarray):
+    """(average, hint) for the usual slips in MatchEpoch."""
+    from scipy.optimize import linear_sum_assignment
+
+    from leakage_lab import matching
+
+    def reordered(pick):
+        return np.mean([copies[0]] + [pick(copies[0], copies[e])
+                                      for e in range(1, len(copies))], axis=0)
+
+    def maximised(first, other):
+        rows, cols = linear_sum_assignment(matching.psnr_table(first, other))
+        return other[cols[np.argsort(rows)]]
+
+    def inverse(first, other):
+        rows, cols = linear_sum_assignment(-matching.psnr_table(first, other))
+        return other[np.argsort(cols[np.argsort(rows)])]
+
+    return [
+        (copies.mean(axis=0), "the epochs were averaged without matching: epoch e holds "
+                              "the images in ITS OWN order, so reorder every epoch to the "
+                              "first epoch's order before averaging"),
+        (copies[0], "that is the first epoch alone: average the matched images of all E "
+                    "epochs"),
+        (reordered(maximised), "the assignment MAXIMISED the cost: linear_sum_assignment "
+                               "minimises, and PSNR is a similarity, so pass −PSNR"),
+        (reordered(inverse), "the permutation was applied the wrong way round: with "
+                             "rows, cols = linear_sum_assignment(−M) for M[i, j] = "
+                             "PSNR(first[i], other[j]), the image matched to first[i] "
+                             "is other[cols[i]]"),
+    ]
+
+
+def match_epochs(fn: Callable) -> None:
+    """Checks ``fn(epoch_images)``: MatchEpoch (lab 08).
+
+    ``epoch_images`` ``[E, N, H, W, C]`` holds one reconstruction of the client's N
+    images per epoch, each epoch in its own order. ``fn`` should put every epoch into the
+    first epoch's order by the linear sum assignment that maximises the total PSNR
+    (``scipy.optimize.linear_sum_assignment``; ``ll.matching.psnr_table`` gives the
+    PSNR of all pairs) and return the average over the epochs, ``[N, H, W, C]``, equal to
+    ``ll.matching.match_epochs`` (Dimitrov et al., TMLR 2022, Algorithm 3).
+
+    Raises:
+        CheckFailed: with a hint (no matching, a maximised cost, the permutation applied
+            the wrong way round, epochs not averaged...).
+    """
+    from leakage_lab import matching
+
+    name = getattr(fn, "__name__", "your function")
+    for case in range(2):
+        truth, copies = _epoch_copies(case, num=6 + 2 * case, epochs=4 + case)
+        want = matching.match_epochs(copies)
+        got = _call(fn, copies.copy(), what=f"{name}(epoch_images)")
+        if got is None:
+            _fail(f"{name} returned None: did you forget the `return` statement?")
+        got = np.asarray(got, np.float64)
+        if got.shape == copies.shape:
+            _fail(f"{name} returned all E epochs ({list(got.shape)}), expected one image per "
+                  f"client image, {list(want.shape)}: average the matched epochs (axis 0).")
+        if got.shape != want.shape:
+            _fail(f"{name} returned shape {list(got.shape)}, expected {list(want.shape)} "
+                  "(one averaged image per client image, in the first epoch's order).")
+        if _close(got, want, rtol=1e-4, atol=1e-5):
+            continue
+        if case == 1:
+            _fail(f"{name} is right for one set of epochs but not for another: is N or E "
+                  "hard-coded?")
+        for value, hint in _match_variants(copies):
+            if _close(got, value, rtol=1e-4, atol=1e-5):
+                _fail(f"{name} does not return the matched average: {hint}.")
+        errors = np.sqrt(np.mean((got - truth) ** 2)), np.sqrt(np.mean((want - truth) ** 2))
+        _fail(f"{name} does not match ll.matching.match_epochs (RMS error against the truth "
+              f"{errors[0]:.3f}, where matching and averaging reaches {errors[1]:.3f}): for "
+              "every epoch e > 1, solve the assignment on M[i, j] = PSNR(epoch_1[i], "
+              "epoch_e[j]), reorder epoch e, then average over the epochs.")
+    _ok(f"{name}: the same matched average as ll.matching.match_epochs on two sets of noisy, "
+        "shuffled epochs.")
