@@ -297,7 +297,9 @@ class Live:
         self._show(index)
         last = len(self.frames) - 1
         self._slider.max = self._play.max = max(last, 0)
-        self._slider.value = index
+        # Set both ends of the jslink: a front end that draws the widget only later
+        # (Voila, after the cell finishes) would otherwise sync Play's 0 to the slider.
+        self._slider.value = self._play.value = index
 
     def _on_slider(self, change) -> None:
         self._show(int(change["new"]))
