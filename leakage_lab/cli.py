@@ -4,6 +4,8 @@
     leakage-lab list            # the labs, in order
     leakage-lab lab 1           # opens JupyterLab at lab 01
     leakage-lab student OUT     # student copies of the labs (solutions stubbed) in OUT
+    leakage-lab dashboard       # lab 09's classroom dashboard, under Voilà if installed
+    leakage-lab workspace DIR   # the labs in a learner's folder (--student: stubbed)
 """
 
 from __future__ import annotations
@@ -115,12 +117,52 @@ def student(args: argparse.Namespace) -> int:
     from leakage_lab.student import write_student_copies
 
     out = Path(args.out)
-    if out.resolve() == NOTEBOOKS.resolve():
-        print("Refusing to overwrite the master labs; choose another folder.", file=sys.stderr)
+    if out.resolve() == NOTEBOOKS.resolve() or NOTEBOOKS.resolve() in out.resolve().parents:
+        print("Refusing to write into the master labs' folder; choose another folder.",
+              file=sys.stderr)
         return 2
-    written = write_student_copies(NOTEBOOKS, out)
+    try:
+        written = write_student_copies(NOTEBOOKS, out)
+    except ValueError as err:  # an unbalanced marker: better no copy than a leaked answer
+        print(err, file=sys.stderr)
+        return 2
     print(f"Wrote {len(written)} student labs to {out}")
     return 0
+
+
+def workspace(args: argparse.Namespace) -> int:
+    from leakage_lab.student import write_workspace
+
+    try:
+        written = write_workspace(NOTEBOOKS, Path(args.dir), student=args.student,
+                                  force=args.force)
+    except (FileExistsError, ValueError) as err:
+        print(err, file=sys.stderr)
+        return 2
+    labs = [p for p in written if p.suffix == ".ipynb"]
+    kind = "student copies of" if args.student else "full copies of"
+    print(f"Wrote {kind} {len(labs)} labs to {args.dir}; start with: "
+          f"jupyter lab {Path(args.dir) / labs[0].name}")
+    return 0
+
+
+def open_dashboard(args: argparse.Namespace) -> int:
+    """Lab 09's classroom dashboard: under Voilà (code hidden) if installed, else JupyterLab."""
+    import importlib.util
+
+    lab = NOTEBOOKS / "09_classroom_dashboard.ipynb"
+    if not lab.exists():
+        print(f"Lab 09 is missing: {lab}", file=sys.stderr)
+        return 2
+    if not args.lab and importlib.util.find_spec("voila") is not None:
+        command = [sys.executable, "-m", "voila", str(lab), f"--port={args.port}"]
+    else:
+        if not args.lab:
+            print("Voilà is not installed (pip install 'leakage-lab[demo]'); opening "
+                  "JupyterLab instead.", file=sys.stderr)
+        command = [sys.executable, "-m", "jupyterlab", str(lab)]
+    print("Opening the classroom dashboard:", " ".join(command))
+    return subprocess.call(command, cwd=NOTEBOOKS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,6 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("student", help="write student copies of the labs (solutions stubbed)")
     p.add_argument("out", help="folder to write them to")
     p.set_defaults(run=student)
+    p = sub.add_parser("workspace", help="copy the labs into a learner's folder")
+    p.add_argument("dir", help="the learner's folder (new or empty)")
+    p.add_argument("--student", action="store_true",
+                   help="student copies: solutions stubbed, hidden tests removed")
+    p.add_argument("--force", action="store_true",
+                   help="write into a folder that is not empty, replacing the labs there")
+    p.set_defaults(run=workspace)
+    p = sub.add_parser("dashboard", help="open lab 09's classroom dashboard (Voilà if installed)")
+    p.add_argument("--lab", action="store_true", help="open it in JupyterLab, code visible")
+    p.add_argument("--port", type=int, default=8866, help="Voilà's port")
+    p.set_defaults(run=open_dashboard)
     args = parser.parse_args(argv)
     return args.run(args)
 

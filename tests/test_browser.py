@@ -1,0 +1,325 @@
+"""The live widgets work where learners see them: in JupyterLab, in a real browser.
+
+Starts JupyterLab on 127.0.0.1 (a free port, a token, a temporary copy of the labs so
+autosave never touches the masters, quick mode), drives Debian's Chromium through
+Playwright's Python API, runs every cell of lab 01 (and of lab 09, the classroom
+dashboard, when it exists) with JupyterLab's own Run All command, and checks from the
+page that
+
+* the reconstruction image of :class:`leakage_lab.widgets.Live` is rendered (a decoded
+  <img> with a non-zero size) and its ``src`` changes while the attack runs,
+* no "Error displaying widget" appears anywhere, and no cell ends in an error.
+
+Screenshots mid-run and at the end go to ``$LEAKAGE_LAB_SCREENSHOTS`` if set, else to
+pytest's temporary folder. Skipped, with the reason, where Chromium is not installed
+(``apt-get install chromium``; never ``playwright install``, which downloads a browser).
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+CHROMIUM = os.environ.get("LEAKAGE_LAB_CHROMIUM") or shutil.which("chromium") or \
+    shutil.which("chromium-browser") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+# Quick mode runs lab 01 in well under a minute on 2 idle cores; a shared CI machine
+# can be several times slower.
+LAB_TIMEOUT = 900
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason=f"Chromium not found at {CHROMIUM}: the browser test needs Debian's Chromium "
+           "(apt-get install chromium; .ci/run installs it where apt is available)")
+
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="playwright is not installed (pip install -e '.[dev]')")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab_server(tmp_path_factory):
+    """JupyterLab serving a temporary copy of the labs; yields (base URL, token, root)."""
+    home = tmp_path_factory.mktemp("jupyterlab")
+    root = home / "labs"
+    shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    port, token = free_port(), os.urandom(16).hex()
+    # A clean JupyterLab: no news toast over the screenshots, no nbgrader panels (its
+    # lab extension is installed with the dev extra).
+    settings = home / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}), encoding="utf-8")
+    (home / "config" / "labconfig").mkdir(parents=True)
+    (home / "config" / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyter/nbgrader": True}}), encoding="utf-8")
+    env = dict(os.environ, LEAKAGE_LAB_QUICK="1",
+               JUPYTER_CONFIG_DIR=str(home / "config"),
+               JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
+               XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
+               f"--port={port}", f"--IdentityProvider.token={token}",
+               f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+               "--LabApp.news_url=None"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")
+    log = (home / "jupyterlab.log").open("w")
+    server = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                pytest.fail("JupyterLab exited: " + (home / "jupyterlab.log").read_text())
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("JupyterLab did not answer within 180 s: "
+                            + (home / "jupyterlab.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield base, token, root
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=False,
+                                     args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory):
+    folder = os.environ.get("LEAKAGE_LAB_SCREENSHOTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# Finds the Live widgets' reconstruction images: an <img> in a box captioned
+# "reconstruction" (leakage_lab.widgets.Live); the truth sits in a box captioned "truth".
+FIND_RECON_JS = """() => [...window.jupyterapp.shell.currentWidget.node
+                              .querySelectorAll('img.widget-image')].filter(img => {
+    const box = img.closest('.widget-vbox');
+    return box && box.textContent.trim().startsWith('reconstruction');
+  })"""
+
+# Installed before Run All: records every change of a reconstruction image's src,
+# with the Live view's caption ("step N / M ...") at that moment, so no frame is
+# missed however fast the attack runs.
+WATCH_JS = """() => {
+  const find = __FIND__;
+  window.__recon = [];
+  new MutationObserver(records => {
+    for (const r of records) {
+      if (r.target.tagName === 'IMG' && find().includes(r.target)) {
+        const live = r.target.closest('.widget-vbox').parentElement.parentElement;
+        window.__recon.push({src: r.target.src, caption: live.textContent});
+      }
+    }
+  }).observe(document.body, {attributes: true, attributeFilter: ['src'], subtree: true});
+}""".replace("__FIND__", FIND_RECON_JS)
+
+# What the page reports, read through JupyterLab's application object (exposed by
+# --LabApp.expose_app_in_browser) and the DOM.
+STATE_JS = """() => {
+  const app = window.jupyterapp;
+  const panel = app && app.shell.currentWidget;
+  const kernel = panel && panel.sessionContext && panel.sessionContext.session
+    && panel.sessionContext.session.kernel;
+  const cells = panel && panel.content ? panel.content.widgets : [];
+  const code = cells.filter(c => c.model.type === 'code');
+  const recon = (__FIND__)();
+  const img = recon[0];
+  const live = img ? img.closest('.widget-vbox').parentElement.parentElement : null;
+  return {
+    ready: !!(kernel && panel.content),
+    kernel: kernel ? kernel.status : 'none',
+    executed: code.filter(c => c.model.executionCount !== null).length,
+    code: code.length,
+    running: code.filter(c => (c.promptNode && c.promptNode.textContent || '')
+                               .includes('*')).length,
+    errors: code.flatMap(c => c.model.outputs.toJSON()
+                                .filter(o => o.output_type === 'error')
+                                .map(o => o.ename + ': ' + o.evalue)),
+    widgetErrors: (document.body.textContent.match(/Error displaying widget[^\\n]{0,80}/g)
+                   || []),
+    recon: recon.length,
+    src: img ? img.src : null,
+    width: img ? img.naturalWidth : 0,
+    complete: img ? img.complete : false,
+    caption: live ? live.textContent : '',
+    changes: (window.__recon || []).length,
+  };
+}""".replace("__FIND__", FIND_RECON_JS)
+
+SCROLL_TO_RECON_JS = """() => {
+  const img = (__FIND__)()[0];
+  if (img) img.closest('.jp-Cell').scrollIntoView({block: 'start'});
+  return !!img;
+}""".replace("__FIND__", FIND_RECON_JS)
+
+
+KERNEL_IDLE_JS = """() => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const session = panel && panel.sessionContext && panel.sessionContext.session;
+  return !!(session && session.kernel && session.kernel.status === 'idle');
+}"""
+
+
+def step_of(caption):
+    """(step, total) from the Live caption "step N / M ...", or None."""
+    match = re.search(r"step\s*(\d+)\s*/\s*(\d+)", caption or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def run_lab(browser, lab_server, screenshots, name):
+    """Opens notebooks/``name`` in JupyterLab, runs all cells, and watches the page.
+
+    Returns what was observed: every change of the reconstruction image's ``src``
+    with the caption at that moment, the final state, and the screenshot paths.
+    """
+    base, token, _ = lab_server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    console_errors = []
+    page.on("pageerror", lambda err: console_errors.append(str(err)))
+    # A workspace of its own, reset: only this lab is open.
+    page.goto(f"{base}/lab/workspaces/{Path(name).stem}/tree/{name}?token={token}&reset",
+              timeout=120_000)
+    page.wait_for_function(KERNEL_IDLE_JS, timeout=180_000)
+    state = page.evaluate(STATE_JS)
+    assert state["ready"] and state["code"] > 0, f"{name}: the notebook did not open: {state}"
+
+    page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+    page.evaluate(WATCH_JS)
+    page.evaluate("() => { window.jupyterapp.commands.execute('runmenu:run-all'); }")
+    stem = Path(name).stem
+    mid, scrolled = None, False
+    start, idle_since = time.monotonic(), None
+    while True:
+        state = page.evaluate(STATE_JS)
+        if state["recon"] and not scrolled:
+            scrolled = page.evaluate(SCROLL_TO_RECON_JS)
+        # Mid-run: the attack has drawn a few frames and is not finished.
+        step = step_of(state["caption"])
+        if mid is None and step and 0 < step[0] < step[1] and state["changes"] >= 3:
+            mid = screenshots / f"{stem}_mid_run.png"
+            page.screenshot(path=str(mid))
+            mid_step = step_of(page.evaluate(STATE_JS)["caption"])
+        done = state["executed"] == state["code"] and state["running"] == 0 \
+            and state["kernel"] == "idle"
+        if done or state["errors"]:
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > 2:
+                break
+        else:
+            idle_since = None
+        if time.monotonic() - start > LAB_TIMEOUT:
+            page.screenshot(path=str(screenshots / f"{stem}_timeout.png"))
+            pytest.fail(f"{name}: not finished after {LAB_TIMEOUT} s: {state}")
+        time.sleep(0.05)
+    page.evaluate(SCROLL_TO_RECON_JS)
+    end = screenshots / f"{stem}_end.png"
+    page.screenshot(path=str(end))
+    changes = page.evaluate("() => window.__recon")
+    page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+    page.close()
+    return {"changes": changes, "state": state, "mid": mid,
+            "mid_step": mid_step if mid else None, "end": end,
+            "seconds": time.monotonic() - start, "page_errors": console_errors}
+
+
+def check_run(name, run):
+    state = run["state"]
+    report = json.dumps({k: v for k, v in state.items() if k != "src"}, indent=1) + \
+        "\npage errors: " + json.dumps(run["page_errors"][:5])
+    assert not state["widgetErrors"], f"{name}: {state['widgetErrors']}"
+    assert not state["errors"], f"{name}: a cell failed: {state['errors']}"
+    assert state["executed"] == state["code"], f"{name}: not every cell ran: {report}"
+    assert state["recon"] >= 1 and state["width"] > 0 and state["complete"], \
+        f"{name}: the reconstruction image is not rendered: {report}"
+    # The picture changed while the attack ran: distinct images at distinct steps
+    # before the last one.
+    during = [(c["src"], step_of(c["caption"])) for c in run["changes"]]
+    running = {src for src, step in during if step and step[0] < step[1]}
+    steps = sorted({step[0] for _, step in during if step})
+    assert len(running) >= 3 and len(steps) >= 3, (
+        f"{name}: while the attack ran, the reconstruction showed {len(running)} distinct "
+        f"images at steps {steps}; expected it to change as the attack went on")
+    assert run["mid"] is not None and run["mid"].stat().st_size > 10_000, \
+        f"{name}: no mid-run screenshot was taken"
+    assert run["end"].stat().st_size > 10_000
+
+
+def test_lab_01_animates_in_jupyterlab(browser, lab_server, screenshots):
+    name = "01_dlg.ipynb"
+    assert (lab_server[2] / name).exists()
+    run = run_lab(browser, lab_server, screenshots, name)
+    check_run(name, run)
+
+
+def test_lab_09_dashboard_animates_in_jupyterlab(browser, lab_server, screenshots):
+    found = sorted(lab_server[2].glob("09_*.ipynb"))
+    if not found:
+        pytest.skip("no notebooks/09_*.ipynb (the classroom dashboard) yet")
+    run = run_lab(browser, lab_server, screenshots, found[0].name)
+    check_run(found[0].name, run)
+
+
+def test_the_page_check_sees_a_broken_widget(browser, lab_server):
+    """A control for the checks above: a view of a widget the kernel does not have
+    must show up as "Error displaying widget" in what STATE_JS reports."""
+    base, token, root = lab_server
+    code = ("from IPython.display import display\n"
+            "display({'application/vnd.jupyter.widget-view+json': {'model_id': 'no-such-model',"
+            " 'version_major': 2, 'version_minor': 0}, 'text/plain': 'a widget'}, raw=True)")
+    broken = {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {},
+                         "source": code, "outputs": []}],
+              "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                          "language": "python"}},
+              "nbformat": 4, "nbformat_minor": 5}
+    (root / "broken_widget.ipynb").write_text(json.dumps(broken), encoding="utf-8")
+    page = browser.new_page()
+    try:
+        page.goto(f"{base}/lab/workspaces/broken/tree/broken_widget.ipynb?token={token}&reset",
+                  timeout=120_000)
+        page.wait_for_function(KERNEL_IDLE_JS, timeout=180_000)
+        page.evaluate("() => { window.jupyterapp.commands.execute('runmenu:run-all'); }")
+        page.wait_for_function("() => document.body.textContent.includes("
+                               "'Error displaying widget')", timeout=120_000)
+        assert page.evaluate(STATE_JS)["widgetErrors"]
+        page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+    finally:
+        page.close()

@@ -1,0 +1,133 @@
+"""Every lab has the course structure: a header with level, prerequisites, time and goals;
+exercises between nbgrader's markers, each followed by a self-check; at least one quiz.
+
+The labs are found by glob, so a new lab is checked as soon as it lands in notebooks/.
+"""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import leakage_lab.checks
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+LABS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+LEVELS = ("basic", "intermediate", "advanced")
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+CHECK_CALL = re.compile(r"\bchecks\.(\w+)\s*\(")
+
+
+def cells(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    return [(c["cell_type"], "".join(c.get("source", []))) for c in nb["cells"]]
+
+
+def header(path):
+    kind, text = cells(path)[0]
+    assert kind == "markdown", f"{path.name}: the first cell must be the markdown header"
+    return text
+
+
+def test_labs_are_found():
+    assert len(LABS) >= 5, f"expected the labs in {NOTEBOOKS}, found {[p.name for p in LABS]}"
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_header_has_title_level_prerequisites_time_goals(path):
+    text = header(path)
+    number = path.name[:2]
+    assert re.match(rf"# Lab {number} — \S", text), \
+        f"{path.name}: the header must start with '# Lab {number} — Title', got {text[:40]!r}"
+    level = re.search(r"\*\*Level:\*\*(.*?)(?:·|\*\*|\n\n)", text, re.DOTALL)
+    assert level, f"{path.name}: no **Level:** in the header"
+    named = [word for word in LEVELS if word in level.group(1).lower()]
+    assert named, f"{path.name}: **Level:** must say one of {LEVELS}, got {level.group(1)!r}"
+    assert re.search(r"\*\*Prerequisites:\*\*\s*\S", text), f"{path.name}: no **Prerequisites:**"
+    if int(number) > 0:
+        assert re.search(r"\]\(\d\d_\w+\.ipynb\)", text), \
+            f"{path.name}: the prerequisites should link to the earlier labs ([Lab NN](NN_x.ipynb))"
+    time = re.search(r"\*\*Time:\*\*(.*?)(?:\n\n|$)", text, re.DOTALL)
+    assert time, f"{path.name}: no **Time:** in the header"
+    assert re.search(r"\d+\s*minutes", time.group(1)), \
+        f"{path.name}: **Time:** must give minutes, got {time.group(1)!r}"
+    goals = re.search(r"\*\*Learning goals", text)
+    assert goals, f"{path.name}: no **Learning goals** in the header"
+    numbered = re.findall(r"^\s*\d+\.\s+\S", text[goals.end():], re.MULTILINE)
+    assert len(numbered) >= 2, f"{path.name}: the learning goals must be a numbered list"
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_markers_are_balanced_and_on_their_own_lines(path):
+    for index, (kind, text) in enumerate(cells(path)):
+        open_ = {"SOLUTION": False, "HIDDEN TESTS": False}
+        for number, line in enumerate(text.split("\n"), start=1):
+            found = [m for m in MARKERS if m in line]
+            if not found:
+                continue
+            where = f"{path.name} cell {index} line {number}"
+            # nbgrader treats ANY line containing a marker as a marker.
+            assert re.fullmatch(r"\s*### (BEGIN|END) (SOLUTION|HIDDEN TESTS)\s*", line), \
+                f"{where}: {line.strip()!r} contains a marker but is not a marker line"
+            assert kind == "code", f"{where}: markers belong in code cells"
+            begin, what = line.split()[1], line.split(maxsplit=2)[2].strip()
+            if begin == "BEGIN":
+                assert not any(open_.values()), f"{where}: nested or unclosed marker before"
+                open_[what] = True
+            else:
+                assert open_[what], f"{where}: END {what} without BEGIN {what}"
+                open_[what] = False
+        assert not any(open_.values()), f"{path.name} cell {index}: a marker is never closed"
+
+
+def defined_names(source):
+    """Names a cell defines at top level (functions, classes, assignments)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return names
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_every_exercise_has_a_self_check(path):
+    all_cells = cells(path)
+    exercises = [i for i, (kind, text) in enumerate(all_cells)
+                 if kind == "code" and "### BEGIN SOLUTION" in text]
+    for index in exercises:
+        names = defined_names(all_cells[index][1])
+        later = [text for kind, text in all_cells[index + 1:]
+                 if kind == "code" and CHECK_CALL.search(text)]
+        assert later, f"{path.name} cell {index}: the exercise is not followed by a " \
+                      "self-check calling ll.checks"
+        if names:
+            assert any(re.search(rf"\b{re.escape(n)}\b", t) for t in later for n in names), (
+                f"{path.name} cell {index}: no later self-check is given what the exercise "
+                f"defines ({sorted(names)})")
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_self_checks_exist_in_the_library(path):
+    for index, (kind, text) in enumerate(cells(path)):
+        if kind != "code":
+            continue
+        for name in CHECK_CALL.findall(text):
+            assert callable(getattr(leakage_lab.checks, name, None)), \
+                f"{path.name} cell {index}: ll.checks has no check {name!r}"
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_each_lab_has_a_quiz(path):
+    quizzes = [text for kind, text in cells(path) if kind == "code" and re.search(
+        r"\bQuiz\s*\(", text)]
+    assert quizzes, f"{path.name}: no quiz (from leakage_lab.quiz import Quiz; Quiz(...))"
