@@ -46,6 +46,7 @@ import numpy as np
 import optax
 
 from leakage_lab import distances, fl, matching, priors, trees
+from leakage_lab.attacks import _on_images
 from leakage_lab.engine import Frame, minimize
 from leakage_lab.models import Model
 
@@ -175,11 +176,6 @@ def epoch_invariant(epoch_images: jax.Array, g: Callable = mean,
 # SimUpdate
 
 
-def _masked_loss(model, params, images, labels, mask):
-    ce = fl.cross_entropy(model.apply(params, images), labels)
-    return jnp.sum(mask * ce) / jnp.sum(mask)
-
-
 def simulate(model: Model, theta_s, images, labels, mask, *, lr, layout: Layout):
     """SimUpdate: the client's local SGD on the attacker's variables; returns θ̃c.
 
@@ -216,7 +212,7 @@ def simulate(model: Model, theta_s, images, labels, mask, *, lr, layout: Layout)
 
     def step(params, batch):
         x, y, m = batch
-        g = jax.grad(_masked_loss, argnums=1)(model, params, x, y, m)
+        g = jax.grad(fl._masked_loss, argnums=1)(model, params, x, y, m)
         return jax.tree.map(lambda p, d: p - lr * d, params, g), None
 
     final, _ = jax.lax.scan(step, theta_s, (xs, ys, ms))
@@ -489,7 +485,7 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
                          f"{list(shape)}.")
     loss_fn = _attack_loss(model, layout, distance, invariant, invariant_distance, valid)
     optimizer = optimizer if optimizer is not None else adam_decay()
-    project_fn = None if project is None else _project_images(project)
+    project_fn = None if project is None else _on_images(project)
     out = minimize(loss_fn, {"images": images}, data, optimizer, steps=int(steps),
                    chunk=int(chunk), project=project_fn, to_images=_first_copy(valid),
                    callback=callback)
@@ -502,14 +498,6 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
     fields.pop("variables")
     return FedAvgResult(images=matched, epoch_images=epoch_images, labels=flat_labels,
                         batch_labels=labels, mask=masks, **fields)
-
-
-@functools.cache
-def _project_images(project: Callable) -> Callable:
-    def project_variables(variables):
-        return {**variables, "images": project(variables["images"])}
-
-    return project_variables
 
 
 def paper_input(images, *, size: int = 32, channels: int = 3) -> np.ndarray:
