@@ -23,7 +23,7 @@ optimisation variables X̃ enter the simulation (the paper's Sec. 5.1):
 * :func:`shared` (Geiping et al., NeurIPS 2020): one variable per batch, the same in
   every epoch, as if the client kept its batches.
 * :func:`fedsgd_epoch`: one variable per epoch; each simulated epoch is one step on all
-  N images (B = 1).
+  N images (B = 1) at rate B·η.
 * :func:`fedsgd` (Geng et al., 2021): no simulation; the average update is matched by one
   gradient of all N images at θs, as in FedSGD.
 
@@ -82,11 +82,16 @@ class Layout(NamedTuple):
         copies: distinct copies of the client's images among the variables (E or 1).
         steps_per_epoch: simulated local steps per epoch (B, or 1 for a whole-data step).
         epochs: simulated epochs (E, or 1 for FedSGD).
+        rate: the simulated steps use the learning rate ``rate · η`` (B for a whole-data
+            step that stands for an epoch of B client steps, else 1).
+        prior: whether the epoch order-invariant prior ties the copies together.
     """
 
     copies: int
     steps_per_epoch: int
     epochs: int
+    rate: int = 1
+    prior: bool = True
 
 
 def per_batch(epochs: int, batches: int) -> Layout:
@@ -103,9 +108,10 @@ def shared(epochs: int, batches: int) -> Layout:
 
 def fedsgd_epoch(epochs: int, batches: int) -> Layout:
     """"FedSGD-Epoch": one variable ``X̃_e`` per epoch; each simulated epoch is a single
-    step on all N images (``B = 1``), so no prior is needed to match batches."""
-    del batches
-    return Layout(epochs, 1, epochs)
+    step on all N images (``B = 1``) at rate ``B·η``, so that it moves the weights as far
+    as the client's B steps do. No batches to match, so no prior (as in the paper); the
+    copies are merged by MatchEpoch."""
+    return Layout(epochs, 1, epochs, batches, prior=False)
 
 
 def fedsgd(epochs: int, batches: int) -> Layout:
@@ -151,13 +157,15 @@ def conv_max(*, key: jax.Array, channels: int, filters: int = 96) -> Callable:
 
 
 def l2(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``D(a, b) = ||a - b||²``, the squared Euclidean distance (the paper's choice)."""
-    return jnp.sum((a - b) ** 2)
+    """``D(a, b) = mean((a - b)²)``: the squared Euclidean distance per entry (the paper's
+    choice). A mean over the summary's entries, so that λ_inv does not grow with the
+    image size (a sum over a 28x28 mean image would be 784 times larger)."""
+    return jnp.mean((a - b) ** 2)
 
 
 def l1(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``D(a, b) = ||a - b||_1``."""
-    return jnp.sum(jnp.abs(a - b))
+    """``D(a, b) = mean(|a - b|)``, the l1 distance per entry."""
+    return jnp.mean(jnp.abs(a - b))
 
 
 def epoch_invariant(epoch_images: jax.Array, g: Callable = mean,
@@ -179,7 +187,7 @@ def epoch_invariant(epoch_images: jax.Array, g: Callable = mean,
 def simulate(model: Model, theta_s, images, labels, mask, *, lr, layout: Layout):
     """SimUpdate: the client's local SGD on the attacker's variables; returns θ̃c.
 
-    Step ``(e, s)`` is ``θ ← θ - η ∇θ CE(f(X̃[e % copies, s]; θ), Ỹ[s])`` (mean over the
+    Step ``(e, s)`` is ``θ ← θ - r η ∇θ CE(f(X̃[e % copies, s]; θ), Ỹ[s])`` (mean over the
     batch's real slots, ``mask``), for ``e < layout.epochs`` and ``s <
     layout.steps_per_epoch``, as a ``lax.scan`` over the local steps.
 
@@ -192,7 +200,7 @@ def simulate(model: Model, theta_s, images, labels, mask, *, lr, layout: Layout)
             marks an empty slot of a short last batch); or ``[epochs, S, n]``, one split
             per epoch (e.g. the client's true one, from ``fl.client_steps``).
         lr: the client's learning rate η.
-        layout: the method's :class:`Layout`.
+        layout: the method's :class:`Layout` (its ``rate`` is r above).
 
     Returns:
         The simulated client weights θ̃c, a tree like ``theta_s``.
@@ -202,6 +210,7 @@ def simulate(model: Model, theta_s, images, labels, mask, *, lr, layout: Layout)
         raise ValueError(f"fedavg.simulate: images [copies={copies}, S={steps}, ...] do not "
                          f"fit {layout}.")
     reps = layout.epochs // copies
+    rate = lr * layout.rate
     xs = jnp.broadcast_to(images[None], (reps, *images.shape))
     xs = xs.reshape(layout.epochs * steps, *images.shape[2:])
     if jnp.ndim(labels) == 2:
@@ -213,7 +222,7 @@ def simulate(model: Model, theta_s, images, labels, mask, *, lr, layout: Layout)
     def step(params, batch):
         x, y, m = batch
         g = jax.grad(fl._masked_loss, argnums=1)(model, params, x, y, m)
-        return jax.tree.map(lambda p, d: p - lr * d, params, g), None
+        return jax.tree.map(lambda p, d: p - rate * d, params, g), None
 
     final, _ = jax.lax.scan(step, theta_s, (xs, ys, ms))
     return final
@@ -298,10 +307,25 @@ def _first_copy(valid: tuple[int, ...]):
     return to_images
 
 
+def _over_clients(fn: Callable, clients):
+    """``fn`` on every client (leading axis): all at once (vmap) on a GPU or TPU; one after
+    the other on a CPU, where vmap would turn the clients' convolutions into grouped
+    convolutions, which are slow there."""
+    if jax.tree.leaves(clients)[0].shape[0] == 1:
+        return jax.tree.map(lambda t: t[None], fn(jax.tree.map(lambda a: a[0], clients)))
+    if jax.default_backend() == "cpu":
+        return jax.lax.map(fn, clients)
+    return jax.vmap(fn)(clients)
+
+
 @functools.cache
 def _attack_loss(model: Model, layout: Layout, distance: Callable, invariant: Callable,
-                 invariant_distance: Callable, valid: tuple[int, ...]):
-    """The loss of Algorithm 2, line 9, for all clients; cached so the engine reuses code."""
+                 invariant_distance: Callable, valid: tuple[int, ...], independent: bool):
+    """The loss of Algorithm 2, line 9, for all clients; cached so the engine reuses code.
+
+    ``independent``: the clients' updates were observed one by one and the loss is the sum
+    of their separate losses (so each client's images follow their own attack); otherwise
+    the simulated weights are averaged and compared with the observed average."""
     view = _epoch_view(valid)
 
     def loss(variables, data):
@@ -312,22 +336,24 @@ def _attack_loss(model: Model, layout: Layout, distance: Callable, invariant: Ca
             return simulate(model, data["theta_s"], images, labels, mask, lr=data["lr"],
                             layout=layout)
 
-        clients = (x, data["labels"], data["mask"])
-        if x.shape[0] == 1:
-            theta = one_client(jax.tree.map(lambda a: a[0], clients))
-        else:   # one after the other: vmap would batch the clients' convolutions into
-            # grouped convolutions, which are slow on CPU
-            theta = jax.tree.map(lambda t: jnp.mean(t, axis=0), jax.lax.map(one_client, clients))
-        scale = data["lr"] * (layout.epochs * layout.steps_per_epoch)
-        simulated = jax.tree.map(lambda s, t: (s - t) / scale, data["theta_s"], theta)
-        value = distance(data["target"], simulated)
-        if layout.copies > 1:
+        thetas = _over_clients(one_client, (x, data["labels"], data["mask"]))
+        scale = data["lr"] * (layout.rate * layout.epochs * layout.steps_per_epoch)
+        if independent:
+            simulated = jax.tree.map(lambda s, t: (s[None] - t) / scale, data["theta_s"], thetas)
+            value = jnp.sum(jax.vmap(distance)(data["target"], simulated))
+            reduce, per_image = jnp.sum, x.shape[0]
+        else:
+            theta = jax.tree.map(lambda t: jnp.mean(t, axis=0), thetas)
+            simulated = jax.tree.map(lambda s, t: (s - t) / scale, data["theta_s"], theta)
+            value = distance(data["target"], simulated)
+            reduce, per_image = jnp.mean, 1
+        if layout.copies > 1 and layout.prior:
             epochs = view(x)
-            value += data["invariant_weight"] * jnp.mean(
+            value += data["invariant_weight"] * reduce(
                 jax.vmap(lambda e: epoch_invariant(e, invariant, invariant_distance))(epochs))
-        images = x.reshape(-1, *x.shape[4:])
-        value += data["tv_weight"] * priors.total_variation(images)
-        value += data["clip_weight"] * priors.clip(images)
+        images = x.reshape(-1, *x.shape[4:])   # TV and the box penalty are image means
+        value += per_image * data["tv_weight"] * priors.total_variation(images)
+        value += per_image * data["clip_weight"] * priors.clip(images)
         return value
 
     return loss
@@ -368,7 +394,8 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
            optimizer: optax.GradientTransformation | None = None,
            init: Callable = jax.random.uniform, project: Callable | None = None,
            num_samples: int | None = None, local_steps: int | None = None,
-           chunk: int = 25, callback: Callable | None = None) -> FedAvgResult:
+           independent: bool = False, chunk: int = 25,
+           callback: Callable | None = None) -> FedAvgResult:
     """The attack of Dimitrov et al. (TMLR 2022, Algorithm 2) on FedAvg client weights.
 
     Minimises over dummy images X̃ (laid out by ``method``)
@@ -394,12 +421,21 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
     plain average of the clients' weights. Every client is simulated on its own
     variables and the simulated weights are averaged before they are compared.
 
+    Many clients at once: with ``independent=True``, ``theta_c`` is a list of C clients'
+    own weights (each seen by the server) and ``label_counts`` has C rows; the C attacks
+    run in one optimisation whose loss is the sum of theirs (Adam treats every pixel on
+    its own, so each client's images follow their own attack; only the best step is
+    chosen on the sum). On a GPU the clients are simulated in parallel (vmap); on a CPU
+    one after the other.
+
     Args:
         model: the attacked network.
         theta_s: the weights the server sent (a pytree).
-        theta_c: the weights the client sent back (same tree).
+        theta_c: the weights the client sent back (same tree); with ``independent``, a
+            list of such trees, one per client.
         label_counts: int ``[K]`` counts per class (a ``labels.LabelCounts`` works too),
-            or ``[clients, K]`` for an aggregate of several clients.
+            or ``[clients, K]`` for an aggregate of several clients (or, with
+            ``independent``, for the clients of ``theta_c``).
         lr: the client's learning rate η.
         epochs: the client's local epochs E.
         batch_size: the client's batch size m.
@@ -410,9 +446,13 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
         distance: ``L_sim(observed, simulated)`` over update trees; ``distances.cosine``
             (the paper's), ``distances.l2`` or ``distances.layer_weighted(...)``.
         invariant: the order-invariant summary ``g(images [N, H, W, C])``: :func:`mean`
-            or :func:`conv_max`. Used when the method keeps one copy per epoch.
+            or :func:`conv_max`. Used by :func:`per_batch`, whose copies need tying.
         invariant_distance: ``D(a, b)``: :func:`l2` (squared) or :func:`l1`.
-        invariant_weight: λ_inv; 0 gives "Ours (no prior)".
+        invariant_weight: λ_inv; 0 gives "Ours (no prior)". The default is the paper's
+            FEMNIST weight; on the bundled digits it is too strong and the images freeze
+            (7.2 dB against 13.2 dB without the prior on one client at E = 10, m = 5,
+            N = 50; 9-11 dB with N = 4), and weights up to about 3 act as no prior
+            (``benchmarks/fedavg.py`` and lab 08 say what they use).
         tv_weight: λ_TV.
         clip_weight: λ_clip.
         optimizer: an optax transformation; default ``adam_decay(0.4, 0.995, 10)``.
@@ -422,6 +462,8 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
         num_samples: the client's N, if known separately; checked against the counts.
         local_steps: the number of local steps U the server was told, if any; checked
             against ``E · ceil(N/m)``.
+        independent: attack the separate updates in ``theta_c`` (a list) at once, rather
+            than one aggregate.
         chunk: steps per jitted chunk; ``callback(frame)`` runs between chunks (e.g.
             ``widgets.Live(truth).callback``).
 
@@ -434,7 +476,14 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
             not equal to ``E · ceil(N/m)``, or non-positive E, m, η or steps.
     """
     who = "attacks.fedavg"
-    trees.check_matching(theta_c, theta_s, name="theta_c", reference_name="theta_s")
+    if independent:
+        if not isinstance(theta_c, (list, tuple)) or not theta_c:
+            raise ValueError(f"{who}: with independent=True, theta_c must be a non-empty list "
+                             f"of the clients' weight trees, got {type(theta_c).__name__}.")
+        for i, theta in enumerate(theta_c):
+            trees.check_matching(theta, theta_s, name=f"theta_c[{i}]", reference_name="theta_s")
+    else:
+        trees.check_matching(theta_c, theta_s, name="theta_c", reference_name="theta_s")
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("steps", steps)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{who}: {name} must be an int >= 1, got {value!r}.")
@@ -442,6 +491,9 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
         raise ValueError(f"{who}: the learning rate lr must be > 0, got {lr!r}.")
     counts = _as_counts(model, label_counts, num_samples, who)
     clients, n = counts.shape[0], int(counts[0].sum())
+    if independent and len(theta_c) != clients:
+        raise ValueError(f"{who}: independent=True needs one row of label_counts per client "
+                         f"update, got {len(theta_c)} updates and {clients} rows of counts.")
     batches = math.ceil(n / batch_size)
     if local_steps is not None and int(local_steps) != epochs * batches:
         raise ValueError(
@@ -468,8 +520,12 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
     valid = tuple(int(i) for i in _valid_slots(masks[0]))
 
     total_steps = epochs * batches
-    target = jax.tree.map(lambda s, t: (jnp.asarray(s) - jnp.asarray(t)) / (lr * total_steps),
-                          theta_s, theta_c)
+    def average_update(theta):
+        return jax.tree.map(lambda s, t: (jnp.asarray(s) - jnp.asarray(t)) / (lr * total_steps),
+                            theta_s, theta)
+
+    target = (jax.tree.map(lambda *t: jnp.stack(t), *map(average_update, theta_c))
+              if independent else average_update(theta_c))
     data: dict[str, Any] = {
         "theta_s": jax.tree.map(jnp.asarray, theta_s), "target": target,
         "labels": jnp.asarray(labels), "mask": jnp.asarray(masks),
@@ -483,7 +539,8 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
     if tuple(images.shape) != shape:
         raise ValueError(f"{who}: init returned shape {list(images.shape)}, expected "
                          f"{list(shape)}.")
-    loss_fn = _attack_loss(model, layout, distance, invariant, invariant_distance, valid)
+    loss_fn = _attack_loss(model, layout, distance, invariant, invariant_distance, valid,
+                           bool(independent))
     optimizer = optimizer if optimizer is not None else adam_decay()
     project_fn = None if project is None else _on_images(project)
     out = minimize(loss_fn, {"images": images}, data, optimizer, steps=int(steps),

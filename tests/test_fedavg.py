@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from _helpers import numpy_init
 
@@ -46,7 +47,7 @@ def test_simulate_with_the_true_batches_reproduces_the_client(setup):
 def test_layouts():
     assert fedavg.per_batch(10, 5) == fedavg.Layout(10, 5, 10)
     assert fedavg.shared(10, 5) == fedavg.Layout(1, 5, 10)
-    assert fedavg.fedsgd_epoch(10, 5) == fedavg.Layout(10, 1, 10)
+    assert fedavg.fedsgd_epoch(10, 5) == fedavg.Layout(10, 1, 10, 5, prior=False)
     assert fedavg.fedsgd(10, 5) == fedavg.Layout(1, 1, 1)
 
 
@@ -113,7 +114,7 @@ def test_loss_vanishes_at_the_truth_for_one_step_and_for_an_aggregate(setup):
     theta_c = _observed(setup, 1, 6)
     layout = fedavg.per_batch(1, 1)
     loss = fedavg._attack_loss(MODEL, layout, distances.cosine, fedavg.mean, fedavg.l2,
-                               tuple(range(6)))
+                               tuple(range(6)), False)
     data = {"theta_s": params, "lr": jnp.float32(LR), "invariant_weight": jnp.float32(0),
             "tv_weight": jnp.float32(0), "clip_weight": jnp.float32(0),
             "mask": jnp.ones((1, 1, 6))}
@@ -165,6 +166,50 @@ def test_attack_methods_shapes(setup):
     res = ll_attacks.fedavg(MODEL, params, theta_c, label_counts=counts, lr=LR, epochs=2,
                             batch_size=4, steps=2, key=jax.random.key(0))
     assert res.mask.tolist() == [[[1, 1, 1, 1], [1, 1, 0, 0]]]
+
+
+def test_independent_clients_are_separate_attacks_run_together(setup, monkeypatch):
+    # Two clients attacked at once: the loss is the sum of the two separate attacks'
+    # losses, step by step (Adam is per pixel), and each keeps its own images.
+    params, images, _ = setup
+    y = np.zeros(6, np.int32)           # one label: the batch split cannot differ
+    other = images[::-1].copy()
+    thetas = [fl.client_update(MODEL, params, x, y, lr=LR, epochs=2, batch_size=3,
+                               key=jax.random.key(9)) for x in (images, other)]
+    counts = np.bincount(y, minlength=3)
+    pattern = jnp.asarray(np.random.default_rng(3).uniform(0, 1, (2, 1, 3, *SHAPE)),
+                          jnp.float32)
+
+    def init(key, shape):               # the same start for every client
+        return jnp.broadcast_to(pattern, shape)
+
+    kw = dict(lr=LR, epochs=2, batch_size=3, steps=20, key=jax.random.key(4), init=init,
+              invariant_weight=10.0, chunk=10, optimizer=optax.adam(0.01))
+    both = ll_attacks.fedavg(MODEL, params, thetas, label_counts=np.stack([counts] * 2),
+                             independent=True, **kw)
+    alone = [ll_attacks.fedavg(MODEL, params, t, label_counts=counts, **kw) for t in thetas]
+    np.testing.assert_allclose(both.losses, alone[0].losses + alone[1].losses, rtol=2e-4)
+    assert both.images.shape == (12, *SHAPE)
+    # A small rate: every loss falls at every step, so all three keep their last step.
+    assert both.best_step == alone[0].best_step == alone[1].best_step == 19
+    np.testing.assert_allclose(both.epoch_images[:, :6], alone[0].epoch_images, atol=1e-4)
+    np.testing.assert_allclose(both.epoch_images[:, 6:], alone[1].epoch_images, atol=1e-4)
+    # The GPU path (the clients' simulations vmapped) computes the same attack.
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    fedavg._attack_loss.cache_clear()
+    vmapped = ll_attacks.fedavg(MODEL, params, thetas, label_counts=np.stack([counts] * 2),
+                                independent=True, **kw)
+    monkeypatch.undo()
+    fedavg._attack_loss.cache_clear()
+    np.testing.assert_allclose(vmapped.losses, both.losses, rtol=1e-4)
+    with pytest.raises(ValueError, match="2 updates and 1 rows"):
+        ll_attacks.fedavg(MODEL, params, thetas, label_counts=counts, independent=True, **kw)
+    with pytest.raises(ValueError, match="list of the clients' weight trees"):
+        ll_attacks.fedavg(MODEL, params, thetas[0], label_counts=counts, independent=True,
+                          **kw)
+    with pytest.raises(ValueError, match=r"theta_c\[1\] tree does not match"):
+        ll_attacks.fedavg(MODEL, params, [thetas[0], {"fc1": thetas[1]["fc1"]}],
+                          label_counts=np.stack([counts] * 2), independent=True, **kw)
 
 
 def test_errors(setup):
