@@ -17,10 +17,12 @@ Three parts, printed as one JSON object (progress goes to stderr):
   methods of the paper's Table 1 (Ours with prior, Ours without prior, Shared,
   FedSGD-Epoch, FedSGD), with known and with estimated label counts; ``--data
   femnist-like`` runs it on the digits shrunk into a FEMNIST-like frame (see
-  ``femnist_like``), where the 20 dB bar is as hard as on the paper's data.
+  ``femnist_like``). Beside them, two guesses that ignore the update: the average image
+  and the average image of each true label (over the tuning half of the set).
 
-Clients hold N random digits drawn from the second half of the bundled set (images
-2,500-4,999); hyperparameters were chosen on clients from the first half only. Each
+The bundled digits are sorted by label, so the set is split by index parity: clients hold
+N random digits drawn from the odd-numbered images (250 of each digit), and
+hyperparameters were chosen on clients from the even-numbered ones (the tuning half). Each
 client's network is freshly initialised (the paper attacks networks at initialisation)
 and its update is computed with the paper's client learning rate 0.004.
 
@@ -56,9 +58,11 @@ PAPER_TABLE2 = {  # FEMNIST, N = 50: label-count error, mean ± std (Ours, θs, 
     "10,1": ((14.0, 6.28), (15.4, 4.73), (13.3, 6.35)),
 }
 # λ_inv: the paper's 1000 (the library's default) freezes the attack on digits (7.2 dB on
-# one client at E = 10, m = 5, N = 50). On two tuning clients from the first half,
+# one client at E = 10, m = 5, N = 50). On two tuning clients holding digits 0-4 only,
 # λ_inv = 3 / 30 / 300 / 0 gave 12.5 / 12.0 / 8.3 / 12.5 dB and 14.3 / 13.0 / 8.8 /
-# 14.4 dB; the benchmark uses 3.
+# 14.4 dB; on two tuning clients with all ten digits, λ_inv = 10 / 0 gave 11.6 / 12.2 and
+# 10.3 / 10.8 dB. No weight tried helped; the benchmark uses 3, the largest that did not
+# hurt.
 PRIOR = 3.0
 METHODS = {
     "ours_prior": dict(method=F.per_batch, invariant_weight=PRIOR),
@@ -68,6 +72,7 @@ METHODS = {
     "fedsgd": dict(method=F.fedsgd),
 }
 LR = 0.004
+TUNE, EVAL = np.arange(0, 5000, 2), np.arange(1, 5000, 2)   # the set is sorted by label
 
 
 def log(*args) -> None:
@@ -78,7 +83,8 @@ def femnist_like(images, size=15):
     """Digits shrunk to ``size`` x ``size`` (antialiased) and centred in a black 28x28
     frame: thin strokes on a large background, as FEMNIST's characters (ink mean 0.038
     here against about 0.036 for FEMNIST; MNIST's is 0.13). A stand-in made from the
-    bundled digits, not FEMNIST: it makes the paper's 20 dB bar comparably hard."""
+    bundled digits, not FEMNIST. On it the 20 dB bar is easy: the average image of each
+    label already passes it for most images (see the quality part's guesses)."""
     n = len(images)
     small = np.asarray(jax.image.resize(images, (n, size, size, 1), "linear", antialias=True))
     out = np.zeros_like(images)
@@ -88,7 +94,7 @@ def femnist_like(images, size=15):
 
 
 def client_data(ds, rng, n, shape):
-    idx = 2500 + rng.choice(2500, n, replace=False)
+    idx = EVAL[rng.choice(len(EVAL), n, replace=False)]
     x, y = ds.images[idx], ds.labels[idx]
     return (F.paper_input(x) if shape == (32, 32, 3) else x), y
 
@@ -153,10 +159,22 @@ def quality(ds, shape, clients, steps, methods, modes, first=0, seed=2):
     model = ll.models.convnet(10, shape, conv=ll.nn.conv2d_im2col)
     rng = np.random.default_rng(seed)
     rows = {f"{m}/{lab}": [] for lab in modes for m in methods}
+    # Guesses that ignore the update, scored the same way: the average image and the
+    # average image of each true label, over the tuning half of the set.
+    half = ds.images[TUNE]
+    if shape == (32, 32, 3):
+        half = F.paper_input(half)
+    average = half.mean(axis=0)
+    label_average = np.stack([half[ds.labels[TUNE] == k].mean(axis=0) for k in range(10)])
+    rows.update({"average_image/none": [], "label_average_image/known": []})
     for c in range(first + clients):
         x, y = client_data(ds, rng, 50, shape)
         if c < first:     # clients 0 .. first-1 are another run's
             continue
+        for key, guess in (("average_image/none", np.repeat(average[None], len(x), axis=0)),
+                           ("label_average_image/known", label_average[y])):
+            score = ll.metrics.score_batch(guess, x)
+            rows[key].append((score.rec, score.mean_psnr, 0.0))
         params = model.init(jax.random.key(4000 + c))
         theta_c = ll.fl.client_update(model, params, x, y, lr=LR, epochs=10, batch_size=5,
                                       key=jax.random.key(5000 + c))
@@ -183,7 +201,7 @@ def quality(ds, shape, clients, steps, methods, modes, first=0, seed=2):
         out[key] = {"rec_percent": round(100 * float(a[:, 0].mean()), 1),
                     "mean_psnr": round(float(a[:, 1].mean()), 2),
                     "seconds_per_client": round(float(a[:, 2].mean()), 1),
-                    "paper_femnist_known": PAPER_TABLE1[key.split("/")[0]]}
+                    "paper_femnist_known": PAPER_TABLE1.get(key.split("/")[0])}
     return out
 
 
