@@ -812,38 +812,44 @@ class Dashboard:
 
         config = check_config(config if config is not None else Config())
         self.last: Run | None = None
-        wide = w.Layout(width="440px")
+        # Each control gets a Layout of its own: the strength knobs are hidden through
+        # their layout's display, and a shared Layout would hide every control with it.
+        def wide(display=None):
+            return w.Layout(width="440px", display=display)
+
         style = {"description_width": "120px"}
 
         def dropdown(registry, value, description, label=lambda k, v: v):
             return w.Dropdown(options=[(label(k, v), k) for k, v in registry.items()],
-                              value=value, description=description, style=style, layout=wide)
+                              value=value, description=description, style=style, layout=wide())
 
         self.controls = {
             "dataset": dropdown(DATASETS, config.dataset, "image set", lambda k, v: k),
             "image": w.IntSlider(value=config.image, min=0,
                                  max=len(_dataset(config.dataset)) - 1,
-                                 description="image #", style=style, layout=wide),
+                                 description="image #", style=style, layout=wide()),
             "batch": w.IntSlider(value=config.batch, min=1, max=4, description="images",
-                                 style=style, layout=wide),
+                                 style=style, layout=wide()),
             "model": dropdown(MODELS, config.model, "model", lambda k, v: v.label),
             "attack": dropdown(ATTACKS, config.attack, "attack", lambda k, v: v.label),
             "defense": dropdown(DEFENSES, config.defense, "defense", lambda k, v: v.label),
             "strength": w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.01,
                                       readout_format=".3g", description="strength",
-                                      style=style, layout=wide),
+                                      style=style, layout=wide()),
             "noise": w.FloatLogSlider(value=1e-3, base=10, min=-4, max=-1, step=0.1,
                                       readout_format=".1e", description="σ", style=style,
-                                      layout=w.Layout(width="440px", display="none")),
+                                      layout=wide("none")),
             "steps": w.IntSlider(value=config.steps, min=10, max=2000, step=10,
-                                 description="steps", style=style, layout=wide),
+                                 description="steps", style=style, layout=wide()),
             "adaptive": w.Checkbox(value=config.adaptive, indent=False,
                                    description="attacker adapts to the defense",
-                                   layout=wide),
+                                   layout=wide()),
             "seed": w.IntText(value=int(seed), description="seed", style=style,
                               layout=w.Layout(width="240px")),
         }
         c = self.controls
+        for name, control in c.items():  # so a page (and the browser test) can find each
+            control.add_class(f"leakage-lab-control-{name}")
         self._preview = w.Image(format="png")
         self._preview_caption = w.HTML()
         self._hint = w.HTML()
@@ -854,6 +860,7 @@ class Dashboard:
         self._summary = w.HTML()
         self._server_image = w.Image(format="png")
         self._live_box = w.VBox()
+        self.status.add_class("leakage-lab-status")
 
         self._set_strength_knob(config.defense, config.strength)
         c["dataset"].observe(self._on_dataset, names="value")

@@ -174,6 +174,26 @@ def test_widget_builds_and_round_trips_its_config():
     assert board.config().strength is None
 
 
+def visible_controls(board):
+    """Names of the controls whose layout does not hide them."""
+    return {name for name, c in board.controls.items() if c.layout.display != "none"}
+
+
+@pytest.mark.parametrize("defense", list(dashboard.DEFENSES))
+def test_only_the_unused_knobs_are_hidden(defense):
+    board = dashboard.Dashboard(tiny(defense=defense))
+    layouts = [c.layout for c in board.controls.values()]
+    assert len({id(layout) for layout in layouts}) == len(layouts), \
+        "controls share a Layout: hiding one knob would hide them all"
+    choice = dashboard.DEFENSES[defense]
+    hidden = {"strength", "noise"}
+    if choice.knob:
+        hidden.discard("noise" if choice.log else "strength")
+    assert visible_controls(board) == set(board.controls) - hidden
+    for name, control in board.controls.items():
+        assert f"leakage-lab-control-{name}" in control._dom_classes
+
+
 def test_changing_the_image_set_picks_a_suitable_model():
     board = dashboard.Dashboard()
     board.controls["dataset"].value = "tiny-images"
