@@ -156,11 +156,15 @@ def open_dashboard(args: argparse.Namespace) -> int:
         return 2
     if not args.lab and importlib.util.find_spec("voila") is not None:
         command = [sys.executable, "-m", "voila", str(lab), f"--port={args.port}"]
+        if args.no_browser:
+            command.append("--no-browser")
     else:
         if not args.lab:
             print("Voilà is not installed (pip install 'leakage-lab[demo]'); opening "
                   "JupyterLab instead.", file=sys.stderr)
         command = [sys.executable, "-m", "jupyterlab", str(lab)]
+        if args.no_browser:
+            command.append("--no-browser")
     print("Opening the classroom dashboard:", " ".join(command))
     return subprocess.call(command, cwd=NOTEBOOKS)
 
@@ -192,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("dashboard", help="open lab 09's classroom dashboard (Voilà if installed)")
     p.add_argument("--lab", action="store_true", help="open it in JupyterLab, code visible")
     p.add_argument("--port", type=int, default=8866, help="Voilà's port")
+    p.add_argument("--no-browser", action="store_true",
+                   help="serve only; open the printed address yourself")
     p.set_defaults(run=open_dashboard)
     args = parser.parse_args(argv)
     return args.run(args)
