@@ -9,6 +9,14 @@ dict ``{"w": ..., "b": ...}``), batch-first NHWC images:
     >>> model.apply(params, jax.numpy.zeros((2, 32, 32, 3))).shape
     (2, 10)
 
+Equal arguments build the same ``Model`` object, so code compiled for a model (every
+attack's loss is cached on it) is reused when a lab cell re-runs:
+
+    >>> ll.models.lenet(10, [32, 32, 3]) is model
+    True
+    >>> ll.models.lenet(num_classes=100, input_shape=(32, 32, 3)) is model
+    False
+
 ``features(params, images)`` returns the penultimate activations (the input of the
 last dense layer): label-recovery attacks read the last layer's gradient against them.
 
@@ -22,7 +30,13 @@ forming the (large) weight gradients of the dense layers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import inspect
+import math
+import operator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 import jax
@@ -75,13 +89,127 @@ def check_images(images, input_shape: tuple[int, int, int], who: str) -> None:
         )
 
 
+def _check_int(value, what: str, minimum: int) -> int:
+    """``value`` as a Python int ``>= minimum`` (numpy integers accepted), else a ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}.")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}.") from None
+    if value < minimum:
+        raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}.")
+    return value
+
+
 def _check_args(num_classes: int, input_shape) -> tuple[int, int, int]:
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}.")
-    shape = tuple(int(s) for s in input_shape)
+    """The normalised ``input_shape`` (a tuple of 3 positive ints); checks ``num_classes``."""
+    _check_int(num_classes, "num_classes", 2)
+    try:
+        shape = tuple(operator.index(s) for s in input_shape)
+    except TypeError:
+        shape = ()
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (H, W, C) with positive sizes, got {input_shape!r}.")
+        raise ValueError(f"input_shape must be (H, W, C) with positive int sizes, "
+                         f"got {input_shape!r}.")
     return shape
+
+
+# ------------------------------------------------------------------ the builders' cache
+
+#: How many models each builder keeps (least recently used ones are dropped first).
+CACHE_SIZE = 32
+
+
+def _cached(normalise: Callable[[dict], dict]):
+    """Makes a builder return the same ``Model`` object for equal arguments.
+
+    Every compiled-code cache in the library (losses, attacks) is keyed on the ``Model``;
+    re-running a lab's ``model = ll.models.lenet(...)`` cell must not recompile. The
+    arguments are bound to the builder's signature (defaults filled in) and passed
+    through ``normalise``, which validates them and returns canonical, hashable values
+    (e.g. ``input_shape`` as a tuple of ints); functions such as ``conv=`` or
+    ``activation=`` compare by identity. At most ``CACHE_SIZE`` models per builder are
+    kept; ``builder.cache_clear()`` empties the cache.
+    """
+
+    def decorate(builder):
+        signature = inspect.signature(builder)
+        cache: OrderedDict[tuple, Model] = OrderedDict()
+        lock = threading.Lock()
+
+        @functools.wraps(builder)
+        def cached(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = normalise(dict(bound.arguments))
+            for name, value in arguments.items():
+                if not isinstance(value, Hashable) or not _hashable(value):
+                    raise TypeError(
+                        f"{builder.__name__}: argument {name}={value!r} is not hashable; "
+                        f"expected {_EXPECTED.get(name, 'a hashable value')}."
+                    )
+            key = tuple((name, type(value), value) for name, value in arguments.items())
+            with lock:
+                model = cache.get(key)
+                if model is not None:
+                    cache.move_to_end(key)
+                    return model
+            model = builder(**arguments)
+            with lock:
+                model = cache.setdefault(key, model)
+                cache.move_to_end(key)
+                while len(cache) > CACHE_SIZE:
+                    cache.popitem(last=False)
+            return model
+
+        cached.cache_clear = cache.clear
+        cached.cache_size = lambda: len(cache)
+        return cached
+
+    return decorate
+
+
+_EXPECTED = {
+    "conv": "a function like nn.conv2d (compared by identity)",
+    "activation": "a function like jax.nn.relu (compared by identity)",
+    "hidden": "a sequence of positive ints",
+}
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _normalise_common(args: dict) -> dict:
+    args["input_shape"] = _check_args(args["num_classes"], args["input_shape"])
+    args["num_classes"] = operator.index(args["num_classes"])
+    return args
+
+
+def _normalise_convnet(args: dict) -> dict:
+    args = _normalise_common(args)
+    args["width"] = _check_int(args["width"], "width", 1)
+    if not callable(args["conv"]):
+        raise TypeError(f"convnet: conv must be {_EXPECTED['conv']}, got {args['conv']!r}.")
+    return args
+
+
+def _normalise_mlp(args: dict) -> dict:
+    args = _normalise_common(args)
+    hidden = args["hidden"]
+    try:
+        args["hidden"] = tuple(_check_int(h, "each hidden size", 1) for h in hidden)
+    except TypeError:
+        raise ValueError(f"hidden must be {_EXPECTED['hidden']}, got {hidden!r}.") from None
+    if not callable(args["activation"]):
+        raise TypeError(f"mlp: activation must be {_EXPECTED['activation']}, "
+                        f"got {args['activation']!r}.")
+    return args
 
 
 def _dense(p: Params, layer: str, x: jax.Array) -> jax.Array:
@@ -131,6 +259,7 @@ def _finish(name, input_shape, num_classes, init, body, head, dense_layers) -> M
                  apply_with_taps)
 
 
+@_cached(_normalise_common)
 def lenet(num_classes: int = 10, input_shape=(32, 32, 3)) -> Model:
     """The sigmoid LeNet of Deep Leakage from Gradients (Zhu et al., NeurIPS 2019).
 
@@ -167,6 +296,7 @@ def lenet(num_classes: int = 10, input_shape=(32, 32, 3)) -> Model:
     return _finish(name, input_shape, num_classes, init, body, head, ("fc",))
 
 
+@_cached(_normalise_convnet)
 def convnet(num_classes: int = 10, input_shape=(28, 28, 1), width: int = 32,
             conv: Callable = nn.conv2d) -> Model:
     """The convolutional network of Dimitrov et al. (TMLR 2022), Table 5.
@@ -181,8 +311,6 @@ def convnet(num_classes: int = 10, input_shape=(28, 28, 1), width: int = 32,
     FedAvg attack's simulation (``attacks.fedavg``) about 1.5x faster on a 2-core CPU.
     """
     input_shape = _check_args(num_classes, input_shape)
-    if width < 1:
-        raise ValueError(f"width must be a positive int, got {width!r}.")
     h, w, c = input_shape
     h, w = nn.conv_output_size(h, 3, 1, 1) // 2, nn.conv_output_size(w, 3, 1, 1) // 2
     h, w = nn.conv_output_size(h, 1, 1, 1) // 2, nn.conv_output_size(w, 1, 1, 1) // 2
@@ -219,6 +347,7 @@ def convnet(num_classes: int = 10, input_shape=(28, 28, 1), width: int = 32,
     return _finish(name, input_shape, num_classes, init, body, head, ("fc1", "fc2"))
 
 
+@_cached(_normalise_mlp)
 def mlp(num_classes: int = 10, input_shape=(28, 28, 1), hidden=(256,),
         activation: Callable = jax.nn.relu) -> Model:
     """A multi-layer perceptron: flatten, then dense layers ``fc1 ... fcL``.
@@ -227,7 +356,7 @@ def mlp(num_classes: int = 10, input_shape=(28, 28, 1), hidden=(256,),
     image exactly (Geiping et al., NeurIPS 2020; see ``attacks.analytic_fc``).
     """
     input_shape = _check_args(num_classes, input_shape)
-    sizes = [int(jnp.prod(jnp.array(input_shape))), *map(int, hidden), num_classes]
+    sizes = [math.prod(input_shape), *map(int, hidden), num_classes]
     layers = [f"fc{i + 1}" for i in range(len(sizes) - 1)]
     name = f"mlp({'x'.join(map(str, input_shape))} -> {'-'.join(map(str, sizes[1:]))})"
 

@@ -281,3 +281,63 @@ def test_bad_constructor_arguments(make):
         make(num_classes=3, input_shape=(8, 8))
     with pytest.raises(ValueError, match="width"):
         models.convnet(num_classes=3, width=0)
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+def test_equal_arguments_build_the_same_model():
+    """Compiled-code caches key on the Model: equal arguments must give the same object."""
+    a = models.lenet(num_classes=100, input_shape=(32, 32, 3))
+    assert models.lenet(100, [32, 32, 3]) is a  # positional, list shape: same arguments
+    assert models.lenet(num_classes=np.int64(100), input_shape=np.array([32, 32, 3])) is a
+    assert models.lenet(num_classes=10, input_shape=(32, 32, 3)) is not a
+    assert models.lenet(num_classes=100, input_shape=(28, 28, 1)) is not a
+    c = models.convnet(num_classes=7, input_shape=(28, 28, 1))
+    assert models.convnet(7, (28, 28, 1), 32, nn.conv2d) is c
+    assert models.convnet(7, (28, 28, 1), width=64) is not c
+    assert models.convnet(7, (28, 28, 1), conv=nn.conv2d_im2col) is not c
+    m = models.mlp(num_classes=3, input_shape=(4, 5, 2), hidden=[16, 8])
+    assert models.mlp(3, (4, 5, 2), (16, 8), jax.nn.relu) is m
+    assert models.mlp(3, (4, 5, 2), (16, 8), activation=jax.nn.sigmoid) is not m
+    assert models.mlp(3, (4, 5, 2), (16,)) is not m
+    assert a == models.lenet(100, (32, 32, 3)) and hash(a) == hash(models.lenet(100, (32, 32, 3)))
+
+
+def test_the_cache_is_bounded():
+    models.mlp.cache_clear()
+    first = models.mlp(2, (1, 1, 1), hidden=(1,))
+    for h in range(2, models.CACHE_SIZE + 5):
+        models.mlp(2, (1, 1, 1), hidden=(h,))
+    assert models.mlp.cache_size() == models.CACHE_SIZE
+    assert models.mlp(2, (1, 1, 1), hidden=(1,)) is not first  # evicted, rebuilt
+
+
+def test_unhashable_or_invalid_arguments_name_what_was_expected():
+    class Conv:  # a callable that defines equality but no hash
+        __hash__ = None
+
+        def __eq__(self, other):
+            return True
+
+        def __call__(self, *args, **kwargs):
+            return nn.conv2d(*args, **kwargs)
+
+    with pytest.raises(TypeError, match=r"conv=.*not hashable; expected a function like nn.conv2d"):
+        models.convnet(3, (8, 8, 1), conv=Conv())
+    with pytest.raises(TypeError, match="conv must be a function"):
+        models.convnet(3, (8, 8, 1), conv=3)
+    with pytest.raises(TypeError, match="activation must be a function"):
+        models.mlp(3, (8, 8, 1), activation="relu")
+    with pytest.raises(ValueError, match="hidden must be a sequence of positive ints"):
+        models.mlp(3, (8, 8, 1), hidden=5)
+    with pytest.raises(ValueError, match="hidden size"):
+        models.mlp(3, (8, 8, 1), hidden=(4, 0))
+    with pytest.raises(ValueError, match="input_shape"):
+        models.lenet(3, (8.5, 8, 1))
+    with pytest.raises(ValueError, match="input_shape"):
+        models.lenet(3, {"h": 8})
+    with pytest.raises(ValueError, match="num_classes"):
+        models.lenet(True, (8, 8, 1))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        models.lenet(3, (8, 8, 1), width=4)
