@@ -22,8 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from leakage_lab import privacy, trees
-from leakage_lab.models import Model, check_images
+from leakage_lab import objective, privacy, trees
+from leakage_lab._validate import check_batch
+from leakage_lab.models import Model
+from leakage_lab.objective import cross_entropy, loss
 
 __all__ = [
     "ClientRun",
@@ -40,45 +42,6 @@ __all__ = [
 ]
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example cross-entropy ``-sum_k y_k log softmax(logits)_k``.
-
-    ``labels`` is either int class indices ``[N]`` or label distributions ``[N, K]``
-    (DLG optimises such a soft label).
-    """
-    logp = jax.nn.log_softmax(logits)
-    if labels.ndim == logits.ndim:
-        return -jnp.sum(labels * logp, axis=-1)
-    return -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
-
-
-def loss(model: Model, params, images, labels) -> jax.Array:
-    """Mean cross-entropy of ``model`` on a batch."""
-    return jnp.mean(cross_entropy(model.apply(params, images), labels))
-
-
-def check_batch(model: Model, images, labels, who: str) -> None:
-    """Validates a batch for ``model``: image shape, label shape and range (when concrete)."""
-    check_images(images, model.input_shape, who)
-    lshape = tuple(jnp.shape(labels))
-    n = images.shape[0]
-    if lshape not in ((n,), (n, model.num_classes)):
-        raise ValueError(
-            f"{who} expects labels of shape [{n}] (class indices) or [{n}, {model.num_classes}] "
-            f"(label distributions) for {n} images, got shape {list(lshape)}."
-        )
-    if len(lshape) == 1 and not isinstance(labels, jax.core.Tracer):
-        lab = np.asarray(labels)
-        if not np.issubdtype(lab.dtype, np.integer):
-            raise ValueError(f"{who} expects integer class labels, got dtype {lab.dtype}.")
-        if n and (lab.min() < 0 or lab.max() >= model.num_classes):
-            bad = lab[(lab < 0) | (lab >= model.num_classes)]
-            raise ValueError(
-                f"{who}: labels must lie in [0, {model.num_classes - 1}] for a model with "
-                f"{model.num_classes} classes, got {bad[:5].tolist()}."
-            )
-
-
 @partial(jax.jit, static_argnums=0)
 def _gradient(model, params, images, labels):
     return jax.grad(lambda p: loss(model, p, images, labels))(params)
@@ -93,12 +56,7 @@ def gradient(model: Model, params, images, labels):
     return _gradient(model, params, jnp.asarray(images), jnp.asarray(labels))
 
 
-@partial(jax.jit, static_argnums=0)
-def _per_example(model, params, images, labels):
-    def one(x, y):
-        return jax.grad(lambda p: loss(model, p, x[None], y[None]))(params)
-
-    return jax.vmap(one)(images, labels)
+_per_example = partial(jax.jit, static_argnums=0)(objective.per_example_gradients)
 
 
 def per_example_gradients(model: Model, params, images, labels):
@@ -127,17 +85,6 @@ def batch_schedule(key, num_samples: int, *, epochs: int, batch_size: int):
     return idx.reshape(epochs * nb, batch_size), mask.reshape(epochs * nb, batch_size)
 
 
-def _masked_loss(model, params, images, labels, mask):
-    ce = cross_entropy(model.apply(params, images), labels)
-    return jnp.sum(mask * ce) / jnp.sum(mask)
-
-
-def _private_gradient(model, params, images, labels, mask, dp, key):
-    """DP-SGD's batch gradient: per-example gradients, clipped, summed, noised, averaged."""
-    per_example = jax.vmap(
-        lambda x, y: jax.grad(loss, argnums=1)(model, params, x[None], y[None])
-    )(images, labels)
-    return privacy.clip_and_noise(per_example, mask, dp, key=key)
 
 
 @partial(jax.jit, static_argnums=(0, 5, 6, 7))
@@ -147,12 +94,9 @@ def _client_steps(model, params, images, labels, key, lr, epochs, batch_size, dp
 
     def step(p, batch):
         i, m, t = batch
-        if dp is None:
-            g = jax.grad(_masked_loss, argnums=1)(model, p, images[i], labels[i], m)
-        else:
-            g = _private_gradient(model, p, images[i], labels[i], m, dp,
-                                  jax.random.fold_in(noise_key, t))
-        p = jax.tree.map(lambda w, d: w - lr * d, p, g)
+        gradient = None if dp is None else partial(
+            privacy.private_gradient, dp=dp, key=jax.random.fold_in(noise_key, t))
+        p = objective.sgd_step(model, p, images[i], labels[i], m, lr, gradient=gradient)
         return p, p
 
     final, path = jax.lax.scan(step, params, (idx, mask, jnp.arange(idx.shape[0])))

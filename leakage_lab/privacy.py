@@ -13,6 +13,7 @@ of the ``dp_accounting`` library.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import NamedTuple
@@ -20,9 +21,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from leakage_lab import trees
+from leakage_lab import objective, trees
+from leakage_lab._validate import check_batch
 
-__all__ = ["DPSGD", "clip_and_noise", "dp_gradient", "dp_sgd", "epsilon"]
+__all__ = ["DPSGD", "clip_and_noise", "dp_gradient", "dp_sgd", "epsilon", "private_gradient"]
 
 
 class DPSGD(NamedTuple):
@@ -69,10 +71,22 @@ def dp_gradient(model, params, images, labels, dp: DPSGD, *, key: jax.Array):
     ``g = (Σ_i clip(∇θ L(x_i), C) + N(0, σ² C² I)) / m`` over the ``m`` examples; with
     ``clip_norm`` huge and ``noise_multiplier = 0`` it is ``fl.gradient``.
     """
-    from leakage_lab import fl  # fl imports this module; import it when first needed
+    check_batch(model, images, labels, "privacy.dp_gradient")
+    return _dp_gradient(model, params, jnp.asarray(images), jnp.asarray(labels), dp, key)
 
-    per_example = fl.per_example_gradients(model, params, images, labels)
-    return clip_and_noise(per_example, jnp.ones(len(labels), jnp.float32), dp, key=key)
+
+def private_gradient(model, params, images, labels, mask, *, dp: DPSGD, key: jax.Array):
+    """DP-SGD's gradient of one batch (slots with ``mask == 0`` are empty):
+    per-example gradients, clipped, summed, noised, averaged. The gradient of one
+    DP-SGD step of ``fl.client_update(..., dp=...)`` (``objective.sgd_step``)."""
+    per_example = objective.per_example_gradients(model, params, images, labels)
+    return clip_and_noise(per_example, mask, dp, key=key)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _dp_gradient(model, params, images, labels, dp, key):
+    return private_gradient(model, params, images, labels,
+                            jnp.ones(images.shape[0], jnp.float32), dp=dp, key=key)
 
 
 def epsilon(dp: DPSGD, *, sampling_rate: float, steps: int, delta: float) -> float:
