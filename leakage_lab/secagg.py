@@ -25,17 +25,28 @@ The protocol, one round, ``n`` clients, threshold ``t`` (the functions below, in
    *either* a share of ``b_u`` (``u`` sent ``y_u``: remove ``PRG(b_u)``) *or* a share of
    ``s_u^SK`` (``u`` dropped before sending: rebuild its key, recompute and remove the
    pairwise masks it shared with the senders). With fewer than ``t`` clients left the
-   protocol aborts. An honest client never reveals both shares of the same client.
+   protocol aborts. An honest client never reveals both shares of the same client:
+   each client's ``ShareHolder`` records, per client, which kind it has released, and
+   refuses the other kind (``ShareRefused``), across every request of the round.
 
 Why the self mask ``b_u``: if ``u``'s ``y_u`` arrives late, after the server has already
 rebuilt ``s_u^SK`` to clean up after its "dropout", the pairwise masks alone would come
 off and ``x_u`` would be exposed. ``PRG(b_u)`` still hides it.
 
+Why the rule and the threshold ``t > n / 2``: a server that first says "everyone
+survived" (and collects the shares of ``b_0``) and then "client 0 dropped" (and collects
+the shares of ``s_0^SK``) holds both secrets of client 0 and unmasks ``y_0`` alone; the
+two aggregates it was handed differ by ``x_0``. Each helper refuses the second kind, so
+the server would need ``t`` helpers for the seed and ``t`` *other* helpers for the key:
+``2t > n`` makes that impossible, which is why ``setup`` refuses ``t <= n / 2`` unless
+asked (``allow_minority_threshold=True``, for demonstrations).
+
 What this simulation leaves out, on purpose: the separate encryption key pair per client
-(shares travel through the server, encrypted to their recipient, in the paper; here each
-client's shares simply sit in ``SecAggState``), the signatures of the actively secure
-version, and the consistency-check round. Everything runs in one process; "the server"
-and "client u" are just the functions that read the corresponding parts of the state.
+(shares travel through the server, encrypted to their recipient, in the paper; here
+client ``v``'s shares sit in its ``ShareHolder``, ``state.holders[v]``, which hands them
+out only through its ``answer`` check), the signatures of the actively secure version,
+and the consistency-check round. Everything runs in one process; "the server" and
+"client u" are just the functions that read the corresponding parts of the state.
 
 Security level: the masks come from a PRG, so a single masked update is hidden
 *computationally* (as good as ChaCha20 and X25519), not information-theoretically. The
@@ -63,6 +74,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 import jax
@@ -82,6 +94,8 @@ __all__ = [
     "SecAggState",
     "SecureSum",
     "Share",
+    "ShareHolder",
+    "ShareRefused",
     "agree",
     "aggregate",
     "decode",
@@ -363,6 +377,92 @@ class ClientSecrets(NamedTuple):
     self_seed: bytes
 
 
+SEED = "seed"
+"""The kind of share that rebuilds a survivor's self-mask seed ``b_u``."""
+
+KEY = "key"
+"""The kind of share that rebuilds a dropped client's mask key ``s_u^SK``."""
+
+_KIND_WORDS = {SEED: "self-mask seed b_{u}", KEY: "mask key s_{u}^SK"}
+
+
+class ShareRefused(ValueError):
+    """A client refused to release a share: it already released the other kind for that
+    client, and both together would unmask that client's update."""
+
+
+class ShareHolder:
+    """Client ``v`` as a helper in the unmasking round: its shares of every client's two
+    secrets, and, per client, which kind of share it has already released.
+
+    The server gets shares only through :meth:`answer`, which enforces Bonawitz et al.'s
+    rule: for each client ``u``, release *either* a share of ``b_u`` (``u`` survived)
+    *or* a share of ``s_u^SK`` (``u`` dropped), never both, across every request.
+
+    Attributes:
+        index: ``v``.
+        released: ``{u: SEED or KEY}``, what ``v`` has released so far (read-only view).
+    """
+
+    def __init__(self, index: int, seed_shares: Iterable[Share], key_shares: Iterable[Share]):
+        self.index = int(index)
+        self._shares = {SEED: tuple(seed_shares), KEY: tuple(key_shares)}
+        self._released: dict[int, str] = {}
+
+    @property
+    def released(self) -> Mapping[int, str]:
+        return MappingProxyType(self._released)
+
+    def answer(self, *, seeds: Iterable[int] = (), keys: Iterable[int] = ()
+               ) -> dict[str, dict[int, Share]]:
+        """One unmasking request: a share of ``b_u`` for each ``u`` in ``seeds`` (the
+        survivors), a share of ``s_u^SK`` for each ``u`` in ``keys`` (the dropped).
+
+        The whole request is checked before anything is released: a client named in both
+        lists, or one whose *other* kind of share this helper released in an earlier
+        request, makes it refuse everything.
+
+        Returns:
+            ``{SEED: {u: share}, KEY: {u: share}}``.
+
+        Raises:
+            ShareRefused: naming the client and the share released before.
+        """
+        wanted = {SEED: sorted({int(u) for u in seeds}), KEY: sorted({int(u) for u in keys})}
+        n = len(self._shares[SEED])
+        for u in wanted[SEED] + wanted[KEY]:
+            if not 0 <= u < n:
+                raise ValueError(f"client must be in [0, {n}), got {u}.")
+        both = set(wanted[SEED]) & set(wanted[KEY])
+        if both:
+            u = min(both)
+            raise ShareRefused(
+                f"Client {self.index} refuses: the request asks for shares of both client "
+                f"{u}'s self-mask seed and its mask key; together they unmask client {u}'s "
+                "update."
+            )
+        for kind, other in ((SEED, KEY), (KEY, SEED)):
+            for u in wanted[kind]:
+                if self._released.get(u, kind) != kind:
+                    raise ShareRefused(
+                        f"Client {self.index} refuses to release a share of client {u}'s "
+                        f"{_KIND_WORDS[kind].format(u=u)}: it already released a share of its "
+                        f"{_KIND_WORDS[other].format(u=u)} in an earlier request. Both "
+                        f"together would unmask client {u}'s update alone (Bonawitz et "
+                        "al., CCS 2017): a server that asks for both is lying about who "
+                        "dropped."
+                    )
+        out: dict[str, dict[int, Share]] = {SEED: {}, KEY: {}}
+        for kind in (SEED, KEY):
+            for u in wanted[kind]:
+                self._released[u] = kind
+                out[kind][u] = self._shares[kind][u]
+        return out
+
+    def __repr__(self) -> str:
+        return f"ShareHolder(index={self.index}, released={self._released})"
+
+
 class SecAggState(NamedTuple):
     """Everything after rounds 1-2, split by who holds it.
 
@@ -370,16 +470,15 @@ class SecAggState(NamedTuple):
         num_clients, threshold: ``n`` and ``t``.
         public_keys: ``s_u^PK`` for every client, broadcast (the server knows them).
         secrets: ``secrets[u]``, held by client ``u`` only.
-        key_shares: ``key_shares[u][v]`` is client ``v``'s share of ``s_u^SK``.
-        seed_shares: ``seed_shares[u][v]`` is client ``v``'s share of ``b_u``.
+        holders: ``holders[v]``, client ``v``'s :class:`ShareHolder`: its share of every
+            client's ``s_u^SK`` and ``b_u``, released only through ``answer``.
     """
 
     num_clients: int
     threshold: int
     public_keys: tuple[X25519PublicKey, ...]
     secrets: tuple[ClientSecrets, ...]
-    key_shares: tuple[tuple[Share, ...], ...]
-    seed_shares: tuple[tuple[Share, ...], ...]
+    holders: tuple[ShareHolder, ...]
 
 
 def _to_int(secret: bytes) -> int:
@@ -395,7 +494,8 @@ def _key_bytes(key: X25519PrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def setup(num_clients: int, threshold: int, *, seed: int | None = None) -> SecAggState:
+def setup(num_clients: int, threshold: int, *, seed: int | None = None,
+          allow_minority_threshold: bool = False) -> SecAggState:
     """Rounds 1-2 for one aggregation round: key pairs, broadcast, Shamir shares.
 
     Client ``u`` draws its X25519 mask key ``s_u^SK`` (32 random bytes) and its
@@ -405,32 +505,50 @@ def setup(num_clients: int, threshold: int, *, seed: int | None = None) -> SecAg
 
     Args:
         num_clients: ``n >= 2``.
-        threshold: ``t`` with ``1 <= t <= n``: any ``t`` clients can rebuild a secret,
-            fewer learn nothing. Against a server that lies about who dropped, the
-            paper takes ``t > n / 2``, so that two disjoint groups of ``t`` clients
+        threshold: ``t`` with ``n / 2 < t <= n``: any ``t`` clients can rebuild a
+            secret, fewer learn nothing. Against a server that lies about who dropped,
+            the paper takes ``t > n / 2``, so that two disjoint groups of ``t`` clients
             (one giving key shares, one seed shares of the same client) cannot exist.
         seed: ``None`` for real use (``os.urandom``); an int for reproducible teaching
             runs and tests only (see ``random_bytes``).
+        allow_minority_threshold: accept ``t <= n / 2`` (to demonstrate the attack it
+            permits). At ``t = 1`` the polynomial is the constant ``f(x) = secret``:
+            every share *is* the secret, so any one client can unmask any other.
+
+    Raises:
+        ValueError: for ``n < 2``, ``t`` outside ``[1, n]``, or ``t <= n / 2`` without
+            ``allow_minority_threshold=True``.
     """
     n, t = int(num_clients), int(threshold)
     if n < 2:
         raise ValueError(f"Secure aggregation needs at least 2 clients, got {n}.")
     if not 1 <= t <= n:
         raise ValueError(f"setup needs a threshold 1 <= t <= num_clients = {n}, got t={t}.")
+    if 2 * t <= n and not allow_minority_threshold:
+        one = (" At t = 1 it is worse: the sharing polynomial is the constant f(x) = secret, "
+               "so every share IS the secret and any one client can unmask any other."
+               if t == 1 else "")
+        raise ValueError(
+            f"setup refuses the threshold t={t} for n={n} clients: it must exceed n/2 "
+            f"(t >= {n // 2 + 1}). With t <= n/2 two disjoint groups of t clients exist, so a "
+            "server that lies about who dropped can collect client u's self-mask seed from "
+            "one group and its mask key from the other, and unmask u's update." + one +
+            " Pass allow_minority_threshold=True to run it anyway (for a demonstration)."
+        )
     rng = random_bytes(seed)
     secrets = tuple(
         ClientSecrets(X25519PrivateKey.from_private_bytes(rng(_SECRET_BYTES)), rng(_SECRET_BYTES))
         for _ in range(n)
     )
     public_keys = tuple(s.mask_key.public_key() for s in secrets)
-    key_shares = tuple(
-        tuple(share(_to_int(_key_bytes(s.mask_key)), threshold=t, num_shares=n, rng=rng))
-        for s in secrets
-    )
-    seed_shares = tuple(
-        tuple(share(_to_int(s.self_seed), threshold=t, num_shares=n, rng=rng)) for s in secrets
-    )
-    return SecAggState(n, t, public_keys, secrets, key_shares, seed_shares)
+    # key_shares[u][v] is client v's share of s_u^SK; seed_shares[u][v] its share of b_u.
+    key_shares = [share(_to_int(_key_bytes(s.mask_key)), threshold=t, num_shares=n, rng=rng)
+                  for s in secrets]
+    seed_shares = [share(_to_int(s.self_seed), threshold=t, num_shares=n, rng=rng)
+                   for s in secrets]
+    holders = tuple(ShareHolder(v, (seed_shares[u][v] for u in range(n)),
+                                (key_shares[u][v] for u in range(n))) for v in range(n))
+    return SecAggState(n, t, public_keys, secrets, holders)
 
 
 # --------------------------------------------------------------------------------------
@@ -504,9 +622,20 @@ class Aggregate(NamedTuple):
     dropped: tuple[int, ...]
 
 
-def _collect(shares: tuple[Share, ...], helpers: tuple[int, ...], threshold: int) -> list[Share]:
-    """The server asks the helpers for their shares; ``t`` of them suffice."""
-    return [shares[v] for v in helpers[:threshold]]
+def _collect(state: SecAggState, helpers: tuple[int, ...], survivors: tuple[int, ...],
+             dropped: tuple[int, ...]) -> dict[str, dict[int, list[Share]]]:
+    """The server's request: ``t`` helpers each answer for every survivor (a share of
+    ``b_u``) and every dropped client (a share of ``s_u^SK``), through
+    :meth:`ShareHolder.answer`, which refuses a kind it has not released before for
+    that client (:class:`ShareRefused`)."""
+    out: dict[str, dict[int, list[Share]]] = {SEED: {u: [] for u in survivors},
+                                              KEY: {u: [] for u in dropped}}
+    for v in helpers[:state.threshold]:
+        answer = state.holders[v].answer(seeds=survivors, keys=dropped)
+        for kind in (SEED, KEY):
+            for u, s in answer[kind].items():
+                out[kind][u].append(s)
+    return out
 
 
 def aggregate(masked: Mapping[int, np.ndarray], state: SecAggState, *,
@@ -528,9 +657,15 @@ def aggregate(masked: Mapping[int, np.ndarray], state: SecAggState, *,
         offline: survivors that went offline after sending ``y_u``; their update is
             still counted, but they answer no requests for shares.
 
+    The state remembers what each helper released: calling ``aggregate`` again on the
+    same state with another survivor set (e.g. "client 0 dropped" after "everyone
+    survived") asks helpers for the other kind of share of some client, and they refuse.
+
     Raises:
         ValueError: if fewer than ``t`` masked updates arrived, or fewer than ``t``
             clients are left to answer: the protocol aborts.
+        ShareRefused: a helper was asked for a share of a client whose other kind of
+            share it released before (in an earlier ``aggregate`` on this state).
     """
     n, t = state.num_clients, state.threshold
     survivors = tuple(sorted(int(u) for u in masked))
@@ -555,13 +690,12 @@ def aggregate(masked: Mapping[int, np.ndarray], state: SecAggState, *,
     total = np.zeros(length, np.uint32)
     for y in vectors:
         total += y
+    shares = _collect(state, helpers, survivors, dropped)
     for u in survivors:  # remove the self masks
-        b_u = _to_bytes(reconstruct(_collect(state.seed_shares[u], helpers, t)))
+        b_u = _to_bytes(reconstruct(shares[SEED][u]))
         total -= prg(b_u, length)
     for u in dropped:  # remove the pairwise masks the survivors shared with u
-        key = X25519PrivateKey.from_private_bytes(
-            _to_bytes(reconstruct(_collect(state.key_shares[u], helpers, t)))
-        )
+        key = X25519PrivateKey.from_private_bytes(_to_bytes(reconstruct(shares[KEY][u])))
         for v in survivors:
             total -= _pair_mask(agree(key, state.public_keys[v]), v, u, length)
     return Aggregate(total, survivors, dropped)
@@ -582,7 +716,7 @@ class SecureSum(NamedTuple):
 
 def secure_sum(updates, *, threshold: int, dropped: Iterable[int] = (),
                offline: Iterable[int] = (), scale: float = 2**16,
-               seed: int | None = None) -> SecureSum:
+               seed: int | None = None, allow_minority_threshold: bool = False) -> SecureSum:
     """One full round: encode, set up, mask, drop, aggregate, decode.
 
     Args:
@@ -592,6 +726,7 @@ def secure_sum(updates, *, threshold: int, dropped: Iterable[int] = (),
         offline: clients that send it and then go offline (see ``aggregate``).
         scale: fixed-point scale of ``encode``.
         seed: ``None`` for ``os.urandom``; an int for teaching and tests only.
+        allow_minority_threshold: accept ``t <= n / 2`` (see ``setup``).
 
     Returns:
         ``SecureSum(total, survivors, dropped)`` with ``total`` the sum of the survivors'
@@ -599,7 +734,7 @@ def secure_sum(updates, *, threshold: int, dropped: Iterable[int] = (),
     """
     n = len(updates)
     encoded = [encode(x, scale=scale, max_clients=n) for x in updates]
-    state = setup(n, threshold, seed=seed)
+    state = setup(n, threshold, seed=seed, allow_minority_threshold=allow_minority_threshold)
     gone = {int(u) for u in dropped}
     masked = {u: mask(x, u, state) for u, (x, _) in enumerate(encoded) if u not in gone}
     result = aggregate(masked, state, offline=offline)

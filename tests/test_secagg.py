@@ -252,3 +252,83 @@ def test_refusals_say_why():
         sa.setup(5, 6)
     with pytest.raises(ValueError, match=r"2 masked updates arrived .* threshold is t=3"):
         sa.secure_sum(_updates(N, 10), threshold=T, dropped={0, 1, 2}, seed=1)
+
+
+# ----- the protocol's safety rule: never both shares of one client ----------------------
+
+
+def test_two_request_attack_is_refused():
+    """'Everyone survived', then 'client 0 dropped' on the same state: the helpers already
+    released shares of b_0, so they refuse shares of s_0^SK (else y_0 is unmasked alone)."""
+    encoded, state, masked, everyone = _round(_updates(N, 200), seed=20)
+    np.testing.assert_array_equal(everyone.total, _plain_sum(encoded, range(N)))
+    without_0 = {u: y for u, y in masked.items() if u != 0}
+    with pytest.raises(sa.ShareRefused, match=r"refuses to release a share of client 0's "
+                                              r"mask key .* already released .* self-mask seed"):
+        sa.aggregate(without_0, state)
+    # Whichever helpers the server asks, at least one of any t = 3 of the 4 survivors
+    # already released a share of b_0 (2t > n): refused, or too few helpers to go on.
+    for offline in itertools.chain.from_iterable(
+            itertools.combinations(range(1, N), k) for k in range(N - 1)):
+        with pytest.raises(ValueError, match="refuses|aborts"):
+            sa.aggregate(without_0, state, offline=offline)
+
+
+def test_two_request_attack_is_refused_the_other_way_round():
+    _, state, masked, _ = _round(_updates(N, 100), seed=21, dropped={2})
+    masked[2] = sa.mask(sa.encode(_updates(1, 100)[0], max_clients=N)[0], 2, state)  # "late"
+    with pytest.raises(sa.ShareRefused, match=r"client 2's self-mask seed .* mask key"):
+        sa.aggregate(masked, state)
+
+
+def test_helpers_record_what_they_released_and_repeat_it_freely():
+    encoded, state, masked, result = _round(_updates(N, 100), seed=22, dropped={1})
+    helpers = [0, 2, 3]  # the first t survivors answer
+    for v in range(N):
+        want = {0: "seed", 1: "key", 2: "seed", 3: "seed", 4: "seed"} if v in helpers else {}
+        assert dict(state.holders[v].released) == want
+    again = sa.aggregate(masked, state)  # the same request again: the same kinds, allowed
+    np.testing.assert_array_equal(again.total, result.total)
+    with pytest.raises(TypeError):
+        state.holders[0].released[1] = "seed"  # a read-only view
+    # The server has no way to the shares but through the holders' check.
+    assert not hasattr(state, "key_shares") and not hasattr(state, "seed_shares")
+
+
+def test_a_request_for_both_shares_of_one_client_is_refused_whole():
+    state = sa.setup(N, T, seed=23)
+    with pytest.raises(sa.ShareRefused, match="both client 1's"):
+        state.holders[0].answer(seeds=[0, 1], keys=[1])
+    assert dict(state.holders[0].released) == {}  # nothing was released
+
+
+def test_minority_threshold_is_refused_unless_opted_in():
+    for n, t in ((5, 2), (4, 2), (2, 1), (5, 1)):
+        with pytest.raises(ValueError, match=rf"t={t} .* must exceed n/2 \(t >= {n // 2 + 1}\)"):
+            sa.setup(n, t)
+    with pytest.raises(ValueError, match="every share IS the secret"):
+        sa.setup(5, 1)
+    with pytest.raises(ValueError, match="allow_minority_threshold=True"):
+        sa.secure_sum(_updates(N, 10), threshold=1, seed=1)
+    for n, t in ((5, 3), (4, 3), (2, 2), (3, 2)):
+        assert sa.setup(n, t, seed=0).threshold == t
+    # Opted in, t = 1 runs (one share each is the whole secret).
+    result = sa.secure_sum(_updates(N, 10), threshold=1, dropped={0}, seed=1,
+                           allow_minority_threshold=True)
+    assert result.survivors == (1, 2, 3, 4)
+    state = sa.setup(N, 1, seed=2, allow_minority_threshold=True)
+    holder = state.holders[3]
+    b_0 = sa.reconstruct([holder.answer(seeds=[0])["seed"][0]])
+    assert b_0.to_bytes(32, "big") == state.secrets[0].self_seed
+
+
+def test_minority_threshold_lets_two_disjoint_groups_unmask_one_client():
+    """Why setup refuses t <= n/2: with t = 2 of 5, helpers {0, 1} give b_0 and helpers
+    {2, 3} give s_0^SK, none of them breaks the rule, and the server learns x_0."""
+    updates = _updates(N, 300, seed=24)
+    encoded = [sa.encode(x, scale=SCALE, max_clients=N)[0] for x in updates]
+    state = sa.setup(N, 2, seed=24, allow_minority_threshold=True)
+    masked = {u: sa.mask(x, u, state) for u, x in enumerate(encoded)}
+    everyone = sa.aggregate(masked, state)
+    others = sa.aggregate({u: y for u, y in masked.items() if u != 0}, state, offline={1})
+    np.testing.assert_array_equal(everyone.total - others.total, encoded[0])
