@@ -2,8 +2,8 @@
 
 A reference point measured on the same machine: the same network (Dimitrov et al.'s
 CIFAR-100 convnet, width 64, at PyTorch's default initialisation), the same images
-from ``data/tiny-images.npz``, cosine distance + total variation 1e-4, Adam on the
-gradient's sign (rate 0.1, x0.1 at 3/8, 5/8, 7/8 of the steps), clamping to [0, 1].
+from ``leakage_lab/data/files/tiny-images.npz``, cosine distance + total variation 1e-4,
+Adam on the gradient's sign (rate 0.1, x0.1 at 3/8, 5/8, 7/8 of the steps), clamping to [0, 1].
 
 PyTorch is not a dependency of leakage-lab; run this in an environment that has it:
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "tiny-images.npz"
+DATA = Path(__file__).resolve().parent.parent / "leakage_lab" / "data" / "files" / "tiny-images.npz"
 
 
 def convnet(num_classes: int, width: int = 64) -> nn.Module:

