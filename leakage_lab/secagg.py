@@ -518,6 +518,13 @@ def setup(num_clients: int, threshold: int, *, seed: int | None = None,
     Raises:
         ValueError: for ``n < 2``, ``t`` outside ``[1, n]``, or ``t <= n / 2`` without
             ``allow_minority_threshold=True``.
+
+        >>> setup(5, 3, seed=0).threshold
+        3
+        >>> setup(5, 1)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: setup refuses the threshold t=1 for n=5 clients: ... (t >= 3)...
     """
     n, t = int(num_clients), int(threshold)
     if n < 2:
