@@ -110,8 +110,8 @@ def speed(ds, shape, conv, steps, batch=1, seed=0):
         thetas.append(ll.fl.client_update(model, params, x, y, lr=LR, epochs=10, batch_size=5,
                                           key=jax.random.key(1 + c)))
         counts.append(np.bincount(y, minlength=10))
-    target = dict(theta_c=thetas, label_counts=np.stack(counts), independent=True) \
-        if batch > 1 else dict(theta_c=thetas[0], label_counts=counts[0])
+    target = dict(update=thetas, label_counts=np.stack(counts), independent=True) \
+        if batch > 1 else dict(update=thetas[0], label_counts=counts[0])
     runs = []
     for r in range(2):   # the second run reuses the compiled code
         res = ll.attacks.fedavg(model, params, lr=LR, epochs=10, batch_size=5, steps=steps,

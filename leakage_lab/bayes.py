@@ -55,20 +55,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from leakage_lab import defenses, distances, priors, trees
-from leakage_lab.attacks import (
-    _check_labels,
-    _on_images,
-    candidate_gradient,
-    check_shape,
-    signed_adam,
-    unit_box,
-)
-from leakage_lab.engine import AttackResult, attack_result, minimize
+from leakage_lab import defenses, distances, engine, optimizers, priors
+from leakage_lab._validate import check_int, check_labels, check_matching, check_shape
+from leakage_lab.engine import AttackResult
 from leakage_lab.models import Model
+from leakage_lab.objective import candidate_gradient
 
-__all__ = ["PRIOR_WORK", "Reading", "ball_offsets", "bayes", "gradinversion",
-           "neg_log_posterior"]
+__all__ = ["PRIOR_WORK", "Reading", "ball_offsets", "bayes", "bayes_objective",
+           "gradinversion", "neg_log_posterior"]
 
 
 class Reading(NamedTuple):
@@ -123,10 +117,44 @@ def _parts(log_prob: Callable):
     return log_prob, (), {}
 
 
-@functools.cache
-def _bayes_loss(model: Model, density: Callable, static: tuple, prior: Callable,
-                monte_carlo: bool):
-    """``-w log p(g | ∇θ L(x', y)) + α prior(x')``, averaged over the ball's offsets.
+def bayes_objective(model: Model, params, update, images, labels, *, defense,
+                    prior: Callable = priors.total_variation, prior_weight=1.0,
+                    likelihood_weight=1.0) -> jax.Array:
+    """The Bayes attack's loss at ``images``: ``-w · log p(g | ∇θ L(x, y)) + α · prior(x)``.
+
+    Up to a constant in ``x`` (``log p(g)``, the prior's normaliser) this is
+    ``-log p(x | g)`` at ``w = 1``. Under ``defenses.gaussian(σ)`` with ``priors.uniform``
+    it is ``distances.l2(g, ∇θ L(x, y)) / (2σ²)`` plus a constant: DLG's loss, rescaled.
+
+    Args:
+        model, params: the network and the weights at which ``update`` was computed.
+        update: the observed (defended) update ``g``.
+        images: the candidate ``x`` ``[N, H, W, C]``.
+        labels: the known class indices ``[N]``.
+        defense: the conditional ``p(g | ·)``: a ``defenses.Defense`` (its ``log_prob``
+            is used) or a ``log_prob(observed, clean)`` function.
+        prior: a penalty read as ``-log p(x) / α``; prior_weight: α.
+        likelihood_weight: ``w`` (1, or smaller while tempering).
+    """
+    log_prob = getattr(defense, "log_prob", defense)
+    candidate = candidate_gradient(model, params, images, labels)
+    return -likelihood_weight * log_prob(update, candidate) + prior_weight * prior(images)
+
+
+def neg_log_posterior(model: Model, params, update, images, *, defense: defenses.Defense,
+                      labels, prior: Callable = priors.total_variation,
+                      prior_weight: float = 1.0) -> jax.Array:
+    """:func:`bayes_objective` with its inputs checked (the name lab 04 uses)."""
+    check_matching(update, params, name="update")
+    labels = check_labels(model, labels, "neg_log_posterior")
+    return bayes_objective(model, params, update, jnp.asarray(images), labels, defense=defense,
+                           prior=prior, prior_weight=prior_weight)
+
+
+@functools.lru_cache(maxsize=32)
+def _loss(model: Model, density: Callable, static: tuple, prior: Callable,
+          monte_carlo: bool):
+    """:func:`bayes_objective`, averaged over the ball's offsets, over the engine's variables.
 
     Cached per (model, density, prior), so the engine reuses its compiled code; σ, α and
     ``w`` come in through ``data``.
@@ -134,9 +162,10 @@ def _bayes_loss(model: Model, density: Callable, static: tuple, prior: Callable,
 
     def at(x, data):
         log_prob = functools.partial(density, **dict(static), **data["defense"])
-        candidate = candidate_gradient(model, data["params"], x, data["labels"])
-        return (-data["likelihood_weight"] * log_prob(data["grads"], candidate)
-                + data["prior_weight"] * prior(x))
+        return bayes_objective(model, data["params"], data["update"], x, data["labels"],
+                               defense=log_prob, prior=prior,
+                               prior_weight=data["prior_weight"],
+                               likelihood_weight=data["likelihood_weight"])
 
     def loss(variables, data):
         x = variables["images"]
@@ -146,22 +175,6 @@ def _bayes_loss(model: Model, density: Callable, static: tuple, prior: Callable,
         return jnp.mean(jax.lax.map(lambda u: at(x + u, data), data["offsets"]))
 
     return loss
-
-
-def neg_log_posterior(model: Model, params, observed, images, *, defense: defenses.Defense,
-                      labels, prior: Callable = priors.total_variation,
-                      prior_weight: float = 1.0) -> jax.Array:
-    """The Bayes attack's loss at ``images``: ``-log p(g | ∇θ L(x, y)) + α prior(x)``.
-
-    Up to a constant in ``x`` (``log p(g)``, the prior's normaliser) this is
-    ``-log p(x | g)``. Under ``defenses.gaussian(σ)`` with ``priors.uniform`` it is
-    ``distances.l2(g, ∇θ L(x, y)) / (2σ²)`` plus a constant: DLG's loss, rescaled.
-    """
-    trees.check_matching(observed, params)
-    labels = _check_labels(model, labels, "neg_log_posterior")
-    return (-defense.log_prob(observed, candidate_gradient(model, params, jnp.asarray(images),
-                                                        labels))
-            + prior_weight * prior(jnp.asarray(images)))
 
 
 def ball_offsets(key: jax.Array, shape, *, num: int, delta: float) -> jax.Array:
@@ -183,18 +196,18 @@ def ball_offsets(key: jax.Array, shape, *, num: int, delta: float) -> jax.Array:
 # The attack.
 
 
-def bayes(model: Model, params, observed, *, defense: defenses.Defense, labels, shape=None,
+def bayes(model: Model, params, update, *, defense: defenses.Defense, labels, shape=None,
           prior: Callable = priors.total_variation, prior_weight: float = 1.0,
           steps: int = 1000, key: jax.Array, restarts: int = 1, mc_samples: int = 0,
           delta: float = 0.1, temper_steps: int = 0, temper_start: float = 0.01,
           optimizer: optax.GradientTransformation | None = None,
-          init: Callable = jax.random.uniform, project: Callable | None = unit_box,
+          init: Callable = jax.random.uniform, project: Callable | None = optimizers.unit_box,
           chunk: int = 50, callback: Callable | None = None) -> AttackResult:
     """The Bayes-optimal adversary (Balunović et al., ICLR 2022), labels known.
 
     Maximises ``log p(g | x) + log p(x)`` over images ``x`` in [0, 1], i.e. minimises
 
-        -w · defense.log_prob(observed, ∇θ L(x, labels))  +  prior_weight · prior(x)
+        -w · defense.log_prob(update, ∇θ L(x, labels))  +  prior_weight · prior(x)
 
     with the same engine, optimiser and projection as ``attacks.reconstruct`` (Adam on
     the gradient's sign with step decay, then ``clip(x, 0, 1)``). The defense's exact
@@ -202,9 +215,11 @@ def bayes(model: Model, params, observed, *, defense: defenses.Defense, labels, 
     ``bayes`` and L2 coincide up to the weight's scale), under Laplacian noise it is L1,
     and under pruning the zero coordinates drop out of the loss.
 
+    Minimises :func:`bayes_objective` on the engine's restart loop (``engine.run_attack``).
+
     Args:
-        model, params: the network and the weights at which ``observed`` was computed.
-        observed: the defended update the server saw (a tree shaped like ``params``).
+        model, params: the network and the weights at which ``update`` was computed.
+        update: the defended update the server saw (a tree shaped like ``params``).
         defense: the defense that produced it (only ``defense.log_prob`` is used), or a
             conditional from ``defenses.from_distance``.
         labels: the known class indices ``[N]``.
@@ -214,8 +229,9 @@ def bayes(model: Model, params, observed, *, defense: defenses.Defense, labels, 
             the update (thousands of terms, scaled by 1/σ²), so α lives on a different
             scale from ``reconstruct``'s (where the cosine distance is at most 2): tune it.
         steps: optimiser steps per attempt at full likelihood weight.
-        key: PRNG key; attempt ``i`` starts from ``init(fold_in(key, i), shape)`` and
-            draws its Monte-Carlo offsets from another fold of the same key.
+        key: PRNG key; attempt ``i`` starts from ``init(split(fold_in(key, i))[0], shape)`` and
+            draws its Monte-Carlo offsets from another fold of that key
+            (``engine.run_attack``: the same start as ``dlg`` and ``reconstruct``).
         restarts: attempts from fresh starts; the lowest final loss wins.
         mc_samples: 0 (default) optimises the point objective; ``M > 0`` averages it
             over ``M`` offsets drawn uniformly from the L2 ball of radius ``delta``
@@ -229,9 +245,10 @@ def bayes(model: Model, params, observed, *, defense: defenses.Defense, labels, 
             the image before the data term dominates), then ``steps`` steps at ``w = 1``.
             Each phase restarts the optimiser from the previous phase's best images; the
             returned loss and best iterate are those of the last phase.
-        optimizer: an optax transformation; default ``signed_adam(0.1, steps)``.
+        optimizer: an optax transformation; default ``optimizers.signed_adam(0.1, steps)``.
         init: ``init(key, shape) -> images``; default uniform noise in [0, 1].
-        project: ``project(images) -> images`` after every step; default ``unit_box``.
+        project: ``project(images) -> images`` after every step; default
+            ``optimizers.unit_box``.
         chunk: steps per jitted chunk; ``callback(frame)`` runs between chunks.
 
     Returns:
@@ -243,53 +260,46 @@ def bayes(model: Model, params, observed, *, defense: defenses.Defense, labels, 
         res = bayes(model, params, grads, defense=defenses.from_distance(distances.l2),
                     prior=priors.uniform, labels=y, key=key)
     """
-    labels = _check_labels(model, labels, "bayes")
+    labels = check_labels(model, labels, "bayes")
     n = labels.shape[0]
     shape = check_shape(model, shape if shape is not None else (n, *model.input_shape), "bayes")
-    if shape[0] != n:
-        raise ValueError(f"bayes: {n} labels were given for a batch of {shape[0]} images "
-                         f"(shape {list(shape)}); give one label per image.")
-    trees.check_matching(observed, params, name="observed update")
+    labels = check_labels(model, labels, "bayes", n=shape[0])
+    check_matching(update, params, name="update")
     if not isinstance(defense, defenses.Defense):
         raise ValueError(f"bayes: defense must be a leakage_lab.defenses.Defense (e.g. "
                          f"defenses.gaussian(0.01)), got {type(defense).__name__}.")
-    for name, value, low in (("restarts", restarts, 1), ("mc_samples", mc_samples, 0),
-                             ("temper_steps", temper_steps, 0)):
-        if int(value) < low:
-            raise ValueError(f"bayes: {name} must be >= {low}, got {value}.")
+    mc_samples = check_int(mc_samples, "mc_samples", "bayes", minimum=0)
+    temper_steps = check_int(temper_steps, "temper_steps", "bayes", minimum=0)
     if not delta >= 0 or not 0 < temper_start <= 1:
         raise ValueError(f"bayes: need delta >= 0 and 0 < temper_start <= 1, got "
                          f"delta={delta}, temper_start={temper_start}.")
     density, static, numbers = _parts(defense.log_prob)
     monte_carlo = mc_samples > 0
-    loss_fn = _bayes_loss(model, density, static, prior, monte_carlo)
-    data = {"grads": observed, "params": params, "labels": labels, "defense": numbers,
-            "prior_weight": jnp.asarray(prior_weight, jnp.float32),
-            "likelihood_weight": jnp.asarray(1.0, jnp.float32)}
+    loss_fn = _loss(model, density, static, prior, monte_carlo)
+    data = {"update": update, "params": params, "labels": labels, "defense": numbers,
+            "prior_weight": jnp.asarray(prior_weight, jnp.float32)}
     phase = temper_steps // 3
     weights = [temper_start ** (1 - i / 3) for i in range(3)] if phase > 0 else []
-    projection = None if project is None else _on_images(project)
+    projection = None if project is None else optimizers.on_images(project)
 
-    best = None
-    for attempt in range(restarts):
-        k_init, k_ball = jax.random.split(jax.random.fold_in(key, attempt))
-        images = jnp.asarray(init(k_init, shape), jnp.float32)
-        if tuple(images.shape) != shape:
-            raise ValueError(f"bayes: init returned shape {list(images.shape)}, "
-                             f"expected {list(shape)}.")
+    def attempt(images, key):
         if monte_carlo:
-            data["offsets"] = ball_offsets(k_ball, shape, num=mc_samples, delta=delta)
-        losses, out = [], None
+            data["offsets"] = ball_offsets(key, shape, num=mc_samples, delta=delta)
+        losses, out, seconds, compile_seconds = [], None, 0.0, 0.0
         for w, budget in [*zip(weights, [phase] * len(weights), strict=True), (1.0, steps)]:
-            opt = optimizer if optimizer is not None else signed_adam(0.1, budget)
-            out = minimize(loss_fn, {"images": images},
-                           {**data, "likelihood_weight": jnp.asarray(w, jnp.float32)}, opt,
-                           steps=budget, chunk=chunk, project=projection, callback=callback,
-                           tol=-math.inf)   # a log-density can be positive: no loss "target"
+            opt = optimizer if optimizer is not None else optimizers.signed_adam(0.1, budget)
+            out = engine.minimize(loss_fn, {"images": images},
+                                  {**data, "likelihood_weight": jnp.asarray(w, jnp.float32)},
+                                  opt, steps=budget, chunk=chunk, project=projection,
+                                  callback=callback,
+                                  tol=-math.inf)   # a log-density can be positive: no target
             losses.append(out.losses)
+            seconds += out.seconds
+            compile_seconds += out.compile_seconds
             images = out.variables["images"]
-        out = out._replace(losses=np.concatenate(losses))
-        if best is None or out.best_loss < best.best_loss:
-            best = out
-    return attack_result(best, labels)
+        return out._replace(losses=np.concatenate(losses), seconds=seconds,
+                            compile_seconds=compile_seconds)
 
+    best, index = engine.run_attack(attempt, init=init, shape=shape, key=key,
+                                    restarts=restarts, who="bayes")
+    return engine.attack_result(best, labels, attempt=index)

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 
 from leakage_lab.trees import tree_vdot
 
-__all__ = ["cosine", "from_inner_products", "l1", "l2", "layer_weighted", "per_layer"]
+__all__ = ["cosine", "from_inner_products", "l1", "l2", "layer_weighted", "mean_absolute",
+           "mean_squared", "per_layer"]
 
 
 def l2(observed, candidate) -> jax.Array:
@@ -48,6 +49,25 @@ def cosine(observed, candidate, eps: float = 1e-12) -> jax.Array:
     return 1.0 - dot / (norms + eps)
 
 
+def mean_squared(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``D(a, b) = mean((a - b)²)``: the squared difference per entry, for two arrays.
+
+    FedAvg's epoch order-invariant prior compares two epochs' summaries with it
+    (Dimitrov et al., TMLR 2022): a mean over the entries, so that its weight does not
+    grow with the image size (a sum over a 28x28 mean image would be 784 times larger).
+
+        >>> import numpy as np
+        >>> float(mean_squared(np.array([0.0, 1.0]), np.array([1.0, 1.0])))
+        0.5
+    """
+    return jnp.mean((a - b) ** 2)
+
+
+def mean_absolute(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``D(a, b) = mean(|a - b|)``: the absolute difference per entry, for two arrays."""
+    return jnp.mean(jnp.abs(a - b))
+
+
 def _l2_from_inner_products(dot, candidate_sq, observed_sq) -> jax.Array:
     """``||g - g'||² = <g, g> - 2 <g, g'> + <g', g'>``."""
     return observed_sq - 2.0 * dot + candidate_sq
@@ -71,7 +91,7 @@ def from_inner_products(distance: Callable) -> Callable | None:
     For a dense layer the candidate's weight gradient is an outer product ``aᵀδ``
     (inputs ``a [N, in]``, pre-activation gradients ``δ [N, out]``), and both products
     can be taken without forming it: ``<G, aᵀδ> = sum (a G) ⊙ δ`` and
-    ``||aᵀδ||² = sum (a aᵀ) ⊙ (δ δᵀ)`` (see ``attacks.gradient_inner_products``).
+    ``||aᵀδ||² = sum (a aᵀ) ⊙ (δ δᵀ)`` (see ``fast_dense.gradient_inner_products``).
     The expanded :func:`l2` subtracts nearly equal numbers close to a perfect match, so
     there it is accurate to about ``1e-7 · <g, g>`` in float32, not to ``1e-7 · l2``.
 
@@ -109,7 +129,7 @@ def per_layer(distance: Callable, observed, candidate) -> dict[str, jax.Array]:
     return {layer: distance(observed[layer], candidate[layer]) for layer in observed}
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _layer_weighted(distance: Callable, weights: tuple[tuple[str, float], ...]) -> Callable:
     def weighted(observed, candidate) -> jax.Array:
         _check_layers(observed, candidate, "layer_weighted")

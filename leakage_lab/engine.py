@@ -9,10 +9,23 @@ the reconstruction while the same code runs on CPU or GPU.
 It keeps the iterate with the lowest loss, stops early once the loss falls to ``tol``
 or the images stop moving (``xtol``), and stops on a non-finite loss, keeping the best
 iterate so far and saying so.
+
+:func:`run_attack` is the one restart loop of every attack: attempt ``i`` splits
+``fold_in(key, i)`` into a start key and a spare key and starts from
+``init(start_key, shape)`` (the same key gives the same start in every attack),
+and the attempt with the lowest loss of the attack's own objective wins; the truth is
+never consulted. :class:`AttackResult` is the one result type.
+
+    >>> import optax, jax.numpy as jnp
+    >>> out = minimize(lambda v, d: jnp.sum((v["images"] - d) ** 2), {"images": jnp.zeros(2)},
+    ...                jnp.ones(2), optax.sgd(0.25), steps=40, tol=1e-6)
+    >>> out.status, round(float(out.variables["images"][0]), 3)
+    ('converged', 1.0)
 """
 
 from __future__ import annotations
 
+import collections
 import time
 import warnings
 from collections.abc import Callable
@@ -23,7 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["AttackResult", "Frame", "Outcome", "attack_result", "minimize"]
+from leakage_lab._validate import check_restarts
+
+__all__ = ["AttackResult", "Frame", "Outcome", "attack_result", "minimize", "run_attack",
+           "start_images"]
 
 RUNNING, CONVERGED, NONFINITE, STATIONARY = 0, 1, 2, 3
 
@@ -62,21 +78,30 @@ class Outcome(NamedTuple):
 
 
 class AttackResult(NamedTuple):
-    """The result of an attack.
+    """The result of every attack (``dlg``, ``reconstruct``, ``bayes``, ``fedavg``).
 
     Attributes:
         images: the reconstruction (best iterate by the attack's own loss), ``[N, H, W, C]``.
-        labels: recovered labels: a distribution ``[N, K]`` when they were optimised,
-            the given class indices ``[N]`` otherwise.
-        losses: the attack's loss at every step run.
+        labels: int ``[N]``, the class of each image: the given (or assumed) labels, or,
+            when the attack optimised them (DLG without labels), the most likely class
+            of the recovered distribution ``soft_labels``.
+        losses: the attack's loss at every step run (of the winning attempt).
         best_loss: loss of the returned iterate.
         best_step: step at which it was reached.
         steps: steps run (fewer than asked when it converged or stopped).
         status: ``"converged"``, ``"budget"`` (ran all steps) or ``"non-finite"``.
         message: one sentence saying how the run ended.
         frames: snapshots taken between chunks (for scrubbing through the run).
-        seconds: wall time of the optimisation, compilation excluded.
+        seconds: wall time of the optimisation over all attempts, compilation excluded.
         compile_seconds: time spent compiling (0 when the compiled code was reused).
+        soft_labels: DLG's recovered label distributions ``[N, K]`` (``None`` when the
+            labels were not optimised).
+        epoch_images: FedAvg: the reconstruction of every copy of the client's images,
+            ``[copies, N, H, W, C]`` before MatchEpoch (``None`` for the other attacks).
+        batch_labels: FedAvg: int ``[clients, S, n]``, the attacker's split of the labels
+            into the batches of one simulated epoch.
+        mask: FedAvg: ``[clients, S, n]``, 1 where a batch slot holds an image.
+        attempt: which attempt (restart) won.
     """
 
     images: np.ndarray
@@ -90,18 +115,65 @@ class AttackResult(NamedTuple):
     frames: list[Frame]
     seconds: float
     compile_seconds: float
+    soft_labels: np.ndarray | None = None
+    epoch_images: np.ndarray | None = None
+    batch_labels: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    attempt: int = 0
 
 
 def _images(variables):
     return variables["images"]
 
 
-def attack_result(outcome: Outcome, labels) -> AttackResult:
-    """An attack's result from the engine's outcome: the best images, with ``labels``."""
+def attack_result(outcome: Outcome, labels, *, images=None, **extra) -> AttackResult:
+    """An attack's result from the engine's outcome: the best images, with ``labels``.
+
+    ``images`` replaces the variables' images (FedAvg's matched ones); ``extra`` fills
+    the optional fields (``soft_labels``, ``epoch_images``, ...).
+    """
     fields = outcome._asdict()
     variables = fields.pop("variables")
-    return AttackResult(images=np.asarray(variables["images"]), labels=np.asarray(labels),
-                        **fields)
+    images = variables["images"] if images is None else images
+    return AttackResult(images=np.asarray(images), labels=np.asarray(labels, np.int32),
+                        **fields, **extra)
+
+
+def start_images(init: Callable, key: jax.Array, shape, who: str) -> jax.Array:
+    """``init(key, shape)`` as float32, checked to have ``shape``."""
+    images = jnp.asarray(init(key, tuple(shape)), jnp.float32)
+    if tuple(images.shape) != tuple(shape):
+        raise ValueError(f"{who}: init returned shape {list(images.shape)}, expected "
+                         f"{list(shape)}.")
+    return images
+
+
+def run_attack(attempt: Callable, *, init: Callable, shape, key: jax.Array, restarts: int,
+               who: str, tol: float | None = None) -> tuple[Outcome, int]:
+    """The one restart loop every attack runs on.
+
+    Attempt ``i`` splits ``fold_in(key, i)`` into ``(start, spare)``, starts from
+    ``images = init(start, shape)`` and runs ``attempt(images, spare) -> Outcome`` (the
+    spare key for anything else the attempt draws: DLG's label logits, Bayes'
+    Monte-Carlo offsets). The attempt
+    with the lowest ``best_loss`` wins (the truth is never consulted); once one
+    converges to ``tol`` or below the rest are skipped. ``restarts`` must be an int >= 1.
+
+    Returns ``(outcome, index)``: the winner, with ``seconds`` and ``compile_seconds``
+    summed over all attempts, and its index.
+    """
+    restarts = check_restarts(restarts, who)
+    best, index, seconds, compile_seconds = None, 0, 0.0, 0.0
+    for i in range(int(restarts)):
+        start, spare = jax.random.split(jax.random.fold_in(key, i))
+        out = attempt(start_images(init, start, shape, who), spare)
+        seconds += out.seconds
+        compile_seconds += out.compile_seconds
+        if best is None or out.best_loss < best.best_loss:
+            best, index = out, i
+        if tol is not None and out.status == "converged" and out.best_loss <= tol:
+            break
+    return best._replace(seconds=seconds, compile_seconds=compile_seconds), index
 
 
 class _State(NamedTuple):
@@ -176,7 +248,8 @@ def _make_chunk(loss_fn, optimizer, project, to_images, window, linesearch):
     return jax.jit(run_chunk)
 
 
-_COMPILED: dict = {}
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_MAX = 64   # compiled chunks kept (least recently used ones are dropped)
 
 
 def _signature(tree):
@@ -188,14 +261,15 @@ def _compiled_chunk(loss_fn, optimizer, project, to_images, window, state, data,
     """Compiles (once per loss, optimiser and shapes) and returns (executable, seconds)."""
     key = (loss_fn, optimizer, project, to_images, window, _signature(state), _signature(data))
     if key in _COMPILED:
+        _COMPILED.move_to_end(key)
         return _COMPILED[key], 0.0
     start = time.perf_counter()
     jitted = _make_chunk(loss_fn, optimizer, project, to_images, window,
                          _uses_linesearch(state.opt_state))
     compiled = jitted.lower(state, data, *args).compile()
-    if len(_COMPILED) > 64:
-        _COMPILED.clear()
     _COMPILED[key] = compiled
+    while len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
     return compiled, time.perf_counter() - start
 
 

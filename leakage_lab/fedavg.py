@@ -28,9 +28,11 @@ optimisation variables X̃ enter the simulation (the paper's Sec. 5.1):
   gradient of all N images at θs, as in FedSGD.
 
 The prior (the paper's Eq. 3) compares an order-invariant summary ``g`` of every epoch's
-images: ``L_inv = (1/E²) sum_{e1, e2} D(g(X̃_e1), g(X̃_e2))``, with ``g`` = :func:`mean`
-(the paper's FEMNIST choice) or :func:`conv_max` (max over a fixed random 3x3
-convolution with 96 filters, its CIFAR-100 choice) and ``D`` = :func:`l2` or :func:`l1`.
+images: ``L_inv = (1/E²) sum_{e1, e2} D(g(X̃_e1), g(X̃_e2))``, with ``g`` = ``priors.epoch_mean``
+(the paper's FEMNIST choice) or ``priors.conv_max`` (max over a fixed random 3x3
+convolution with 96 filters, its CIFAR-100 choice) and ``D`` = ``distances.mean_squared``
+or ``distances.mean_absolute`` (``priors.epoch_invariant``). :func:`fedavg_objective`
+is the whole loss; :func:`fedavg` runs it on the engine's restart loop.
 """
 
 from __future__ import annotations
@@ -45,22 +47,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from leakage_lab import distances, fl, matching, priors, trees
-from leakage_lab.attacks import _on_images
-from leakage_lab.engine import Frame, minimize
+from leakage_lab import distances, engine, matching, objective, optimizers, priors
+from leakage_lab._validate import check_int, check_matching
+from leakage_lab.engine import AttackResult
 from leakage_lab.models import Model
+from leakage_lab.priors import epoch_invariant, epoch_mean
 
 __all__ = [
     "FedAvgResult",
     "Layout",
-    "adam_decay",
-    "conv_max",
     "fedavg",
+    "fedavg_objective",
     "fedsgd",
     "fedsgd_epoch",
-    "l1",
-    "l2",
-    "mean",
     "paper_input",
     "per_batch",
     "shared",
@@ -122,65 +121,6 @@ def fedsgd(epochs: int, batches: int) -> Layout:
 
 
 # ---------------------------------------------------------------------------------------
-# The epoch order-invariant prior (Eq. 3)
-
-
-def mean(images: jax.Array) -> jax.Array:
-    """``g(X) = (1/N) sum_i x_i``: the mean image of an epoch (the paper's FEMNIST choice)."""
-    return jnp.mean(images, axis=0)
-
-
-@functools.cache
-def _conv_max(seed: int, filters: int, channels: int):
-    w = jax.random.normal(jax.random.key(seed), (3, 3, channels, filters)) \
-        / math.sqrt(9 * channels)
-    w = np.asarray(w)
-
-    def g(images: jax.Array) -> jax.Array:
-        y = jax.lax.conv_general_dilated(images, jnp.asarray(w), (1, 1), "SAME",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return jnp.max(y, axis=0)
-
-    g.__doc__ = (f"g(X) = max_i conv(x_i): pixelwise maximum over an epoch of a fixed random "
-                 f"3x3 convolution with {filters} filters (seed {seed}).")
-    return g
-
-
-def conv_max(*, key: jax.Array, channels: int, filters: int = 96) -> Callable:
-    """``g(X) = max_i conv_W(x_i)``: the pixelwise maximum, over an epoch's images, of one
-    fixed random 3x3 convolution with ``filters`` output channels, stride 1 (the paper's
-    CIFAR-100 choice, after Li et al., 2022). ``W ~ N(0, 1/(9·channels))`` drawn from
-    ``key``; ``channels`` is the images' channel count. The same key gives the same
-    function object (so attacks reuse their compiled code)."""
-    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    return _conv_max(seed, int(filters), int(channels))
-
-
-def l2(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``D(a, b) = mean((a - b)²)``: the squared Euclidean distance per entry (the paper's
-    choice). A mean over the summary's entries, so that λ_inv does not grow with the
-    image size (a sum over a 28x28 mean image would be 784 times larger)."""
-    return jnp.mean((a - b) ** 2)
-
-
-def l1(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``D(a, b) = mean(|a - b|)``, the l1 distance per entry."""
-    return jnp.mean(jnp.abs(a - b))
-
-
-def epoch_invariant(epoch_images: jax.Array, g: Callable = mean,
-                    distance: Callable = l2) -> jax.Array:
-    """Eq. 3 of Dimitrov et al. (TMLR 2022): ``(1/E²) sum_{e1,e2} D(g(X̃_e1), g(X̃_e2))``.
-
-    ``epoch_images`` is ``[E, N, H, W, C]``: the images of every epoch. Zero when every
-    epoch holds the same images in any order.
-    """
-    summaries = jax.vmap(g)(epoch_images)
-    pairs = jax.vmap(lambda a: jax.vmap(lambda b: distance(a, b))(summaries))(summaries)
-    return jnp.mean(pairs)
-
-
-# ---------------------------------------------------------------------------------------
 # SimUpdate
 
 
@@ -221,8 +161,7 @@ def simulate(model: Model, theta_s, images, labels, mask, *, lr, layout: Layout)
 
     def step(params, batch):
         x, y, m = batch
-        g = jax.grad(fl._masked_loss, argnums=1)(model, params, x, y, m)
-        return jax.tree.map(lambda p, d: p - rate * d, params, g), None
+        return objective.sgd_step(model, params, x, y, m, rate), None
 
     final, _ = jax.lax.scan(step, theta_s, (xs, ys, ms))
     return final
@@ -232,58 +171,14 @@ def simulate(model: Model, theta_s, images, labels, mask, *, lr, layout: Layout)
 # The attack
 
 
-class FedAvgResult(NamedTuple):
-    """The result of :func:`fedavg`.
-
-    Attributes:
-        images: the reconstruction after MatchEpoch, ``[clients · N, H, W, C]``
-            (unclipped; clip to [0, 1] to display), in the order of ``labels``.
-        epoch_images: the reconstruction of every copy, ``[copies, clients · N, H, W, C]``
-            (copies = E for ``per_batch`` and ``fedsgd_epoch``, 1 otherwise), each copy in
-            the attacker's batch order (not matched).
-        labels: int ``[clients · N]``, the label the attack assumed for each image.
-        batch_labels: int ``[clients, S, n]``, the attacker's split of the labels into the
-            batches of one simulated epoch (slots with ``mask == 0`` are empty).
-        mask: ``[clients, S, n]``, 1 where a batch slot holds an image.
-        losses: the attack's loss at every step run.
-        best_loss, best_step, steps, status, message, frames, seconds, compile_seconds:
-            as in ``engine.AttackResult`` (frames show the first copy, usable by
-            ``widgets.Live``).
-    """
-
-    images: np.ndarray
-    epoch_images: np.ndarray
-    labels: np.ndarray
-    batch_labels: np.ndarray
-    mask: np.ndarray
-    losses: np.ndarray
-    best_loss: float
-    best_step: int
-    steps: int
-    status: str
-    message: str
-    frames: list[Frame]
-    seconds: float
-    compile_seconds: float
-
-
-@functools.cache
-def adam_decay(learning_rate: float = 0.4, decay: float = 0.995,
-               every: int = 10) -> optax.GradientTransformation:
-    """Adam whose rate is multiplied by ``decay`` every ``every`` steps (staircase).
-
-    The paper's FEMNIST setting (App. B.2): rate 0.4, decay 0.995 every 10 steps. Cached,
-    so repeated attacks reuse the compiled code.
-    """
-    schedule = optax.exponential_decay(learning_rate, every, decay, staircase=True)
-    return optax.adam(schedule)
+FedAvgResult = AttackResult   # the one result type; FedAvg fills its optional fields
 
 
 def _valid_slots(mask: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.asarray(mask).reshape(-1) > 0)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=32)
 def _epoch_view(valid: tuple[int, ...]):
     """``variables -> [clients, copies, N, H, W, C]``: the real images of every copy."""
     idx = np.asarray(valid)
@@ -296,7 +191,7 @@ def _epoch_view(valid: tuple[int, ...]):
     return view
 
 
-@functools.cache
+@functools.lru_cache(maxsize=32)
 def _first_copy(valid: tuple[int, ...]):
     view = _epoch_view(valid)
 
@@ -318,43 +213,74 @@ def _over_clients(fn: Callable, clients):
     return jax.vmap(fn)(clients)
 
 
-@functools.cache
-def _attack_loss(model: Model, layout: Layout, distance: Callable, invariant: Callable,
-                 invariant_distance: Callable, valid: tuple[int, ...], independent: bool):
-    """The loss of Algorithm 2, line 9, for all clients; cached so the engine reuses code.
+def fedavg_objective(model: Model, theta_s, update, images, labels, mask, *, lr,
+                     layout: Layout, valid=None, independent: bool = False,
+                     distance: Callable = distances.cosine,
+                     invariant: Callable = epoch_mean,
+                     invariant_distance: Callable = distances.mean_squared,
+                     invariant_weight=1000.0, tv_weight=1e-3, clip_weight=2.0) -> jax.Array:
+    """Algorithm 2, line 9 of Dimitrov et al. (TMLR 2022), for all clients:
 
-    ``independent``: the clients' updates were observed one by one and the loss is the sum
-    of their separate losses (so each client's images follow their own attack); otherwise
-    the simulated weights are averaged and compared with the observed average."""
-    view = _epoch_view(valid)
+        L_sim(∇̄θc, ∇̄θ̃)  +  λ_inv L_inv(X̃)  +  λ_TV TV(X̃)  +  λ_clip R_clip(X̃)
+
+    with ``∇̄θ̃ = (θs - θ̃c) / (η U)`` from the simulated client (:func:`simulate`).
+
+    Args:
+        model, theta_s: the network and the weights the server sent.
+        update: the observed average update ``∇̄θc = (θs - θc) / (η U)``; with
+            ``independent``, stacked over the clients (leading axis).
+        images: the variables ``[clients, copies, S, n, H, W, C]``.
+        labels, mask: ``[clients, S, n]``, the attacker's split (mask 0: empty slot).
+        lr: η; layout: the method's :class:`Layout`.
+        valid: the indices of the real slots among ``S · n`` (default all).
+        independent: the clients' updates were observed one by one: the loss is the sum
+            of their separate losses; otherwise the simulated weights are averaged and
+            compared with the observed average.
+        distance: ``L_sim``; invariant, invariant_distance: ``g`` and ``D`` of the
+            epoch order-invariant prior (``priors.epoch_invariant``).
+        invariant_weight, tv_weight, clip_weight: λ_inv, λ_TV, λ_clip.
+    """
+    x = images
+    valid = tuple(range(x.shape[2] * x.shape[3])) if valid is None else tuple(valid)
+
+    def one_client(client):
+        client_images, client_labels, client_mask = client
+        return simulate(model, theta_s, client_images, client_labels, client_mask, lr=lr,
+                        layout=layout)
+
+    thetas = _over_clients(one_client, (x, labels, mask))
+    scale = lr * (layout.rate * layout.epochs * layout.steps_per_epoch)
+    if independent:
+        simulated = jax.tree.map(lambda s, t: (s[None] - t) / scale, theta_s, thetas)
+        value = jnp.sum(jax.vmap(distance)(update, simulated))
+        reduce, per_image = jnp.sum, x.shape[0]
+    else:
+        theta = jax.tree.map(lambda t: jnp.mean(t, axis=0), thetas)
+        simulated = jax.tree.map(lambda s, t: (s - t) / scale, theta_s, theta)
+        value = distance(update, simulated)
+        reduce, per_image = jnp.mean, 1
+    if layout.copies > 1 and layout.prior:
+        epochs = _epoch_view(valid)(x)
+        value += invariant_weight * reduce(
+            jax.vmap(lambda e: epoch_invariant(e, invariant, invariant_distance))(epochs))
+    flat = x.reshape(-1, *x.shape[4:])   # TV and the box penalty are image means
+    value += per_image * tv_weight * priors.total_variation(flat)
+    value += per_image * clip_weight * priors.clip(flat)
+    return value
+
+
+@functools.lru_cache(maxsize=32)
+def _loss(model: Model, layout: Layout, distance: Callable, invariant: Callable,
+          invariant_distance: Callable, valid: tuple[int, ...], independent: bool):
+    """:func:`fedavg_objective` over the engine's variables; cached for compiled reuse."""
 
     def loss(variables, data):
-        x = variables["images"]
-
-        def one_client(client):
-            images, labels, mask = client
-            return simulate(model, data["theta_s"], images, labels, mask, lr=data["lr"],
-                            layout=layout)
-
-        thetas = _over_clients(one_client, (x, data["labels"], data["mask"]))
-        scale = data["lr"] * (layout.rate * layout.epochs * layout.steps_per_epoch)
-        if independent:
-            simulated = jax.tree.map(lambda s, t: (s[None] - t) / scale, data["theta_s"], thetas)
-            value = jnp.sum(jax.vmap(distance)(data["target"], simulated))
-            reduce, per_image = jnp.sum, x.shape[0]
-        else:
-            theta = jax.tree.map(lambda t: jnp.mean(t, axis=0), thetas)
-            simulated = jax.tree.map(lambda s, t: (s - t) / scale, data["theta_s"], theta)
-            value = distance(data["target"], simulated)
-            reduce, per_image = jnp.mean, 1
-        if layout.copies > 1 and layout.prior:
-            epochs = view(x)
-            value += data["invariant_weight"] * reduce(
-                jax.vmap(lambda e: epoch_invariant(e, invariant, invariant_distance))(epochs))
-        images = x.reshape(-1, *x.shape[4:])   # TV and the box penalty are image means
-        value += per_image * data["tv_weight"] * priors.total_variation(images)
-        value += per_image * data["clip_weight"] * priors.clip(images)
-        return value
+        return fedavg_objective(
+            model, data["theta_s"], data["target"], variables["images"], data["labels"],
+            data["mask"], lr=data["lr"], layout=layout, valid=valid, independent=independent,
+            distance=distance, invariant=invariant, invariant_distance=invariant_distance,
+            invariant_weight=data["invariant_weight"], tv_weight=data["tv_weight"],
+            clip_weight=data["clip_weight"])
 
     return loss
 
@@ -385,17 +311,18 @@ def _as_counts(model: Model, label_counts, num_samples, who: str) -> np.ndarray:
     return c
 
 
-def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: int,
+def fedavg(model: Model, theta_s, update, *, label_counts, lr: float, epochs: int,
            batch_size: int, steps: int = 200, key: jax.Array,
            method: Callable[[int, int], Layout] = per_batch,
-           distance: Callable = distances.cosine, invariant: Callable = mean,
-           invariant_distance: Callable = l2, invariant_weight: float = 1000.0,
+           distance: Callable = distances.cosine, invariant: Callable = epoch_mean,
+           invariant_distance: Callable = distances.mean_squared,
+           invariant_weight: float = 1000.0,
            tv_weight: float = 1e-3, clip_weight: float = 2.0,
            optimizer: optax.GradientTransformation | None = None,
            init: Callable = jax.random.uniform, project: Callable | None = None,
            num_samples: int | None = None, local_steps: int | None = None,
-           independent: bool = False, chunk: int = 25,
-           callback: Callable | None = None) -> FedAvgResult:
+           independent: bool = False, restarts: int = 1, chunk: int = 25,
+           callback: Callable | None = None) -> AttackResult:
     """The attack of Dimitrov et al. (TMLR 2022, Algorithm 2) on FedAvg client weights.
 
     Minimises over dummy images X̃ (laid out by ``method``)
@@ -404,12 +331,12 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
 
     where ``∇̄θc = (θs - θc)/(η U)`` is the observed average update, ``∇̄θ̃`` the same for
     the simulated client (:func:`simulate`, differentiated end to end through its local
-    steps), ``L_inv`` the epoch order-invariant prior (:func:`epoch_invariant`),
+    steps), ``L_inv`` the epoch order-invariant prior (``priors.epoch_invariant``),
     ``TV`` the anisotropic total variation and ``R_clip = mean(relu(x-1)² + relu(-x)²)``
     (``priors.clip``, a box penalty after Geng et al.). The defaults are the paper's
     FEMNIST settings (App. B.2): cosine ``L_sim``, ``g`` = mean with ``D`` = squared
     l2, λ_inv = 1000, λ_TV = 1e-3, λ_clip = 2, 200 steps of Adam at rate 0.4 decayed
-    by 0.995 every 10 steps (:func:`adam_decay`). The result is matched and averaged
+    by 0.995 every 10 steps (``optimizers.staircase_adam``). The result is matched and averaged
     over epochs by MatchEpoch (``matching.match_epochs``).
 
     The labels: ``label_counts`` (known, or estimated with ``labels.fedavg_counts``) are
@@ -417,11 +344,11 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
     batches (the last one may be smaller); the same split is used in every epoch.
 
     Aggregated clients (the paper's App. C.5): give ``label_counts`` as
-    ``[clients, K]``, one row per client, all with the same N; ``theta_c`` is then the
+    ``[clients, K]``, one row per client, all with the same N; ``update`` is then the
     plain average of the clients' weights. Every client is simulated on its own
     variables and the simulated weights are averaged before they are compared.
 
-    Many clients at once: with ``independent=True``, ``theta_c`` is a list of C clients'
+    Many clients at once: with ``independent=True``, ``update`` is a list of C clients'
     own weights (each seen by the server) and ``label_counts`` has C rows; the C attacks
     run in one optimisation whose loss is the sum of theirs (Adam treats every pixel on
     its own, so each client's images follow their own attack; only the best step is
@@ -431,23 +358,26 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
     Args:
         model: the attacked network.
         theta_s: the weights the server sent (a pytree).
-        theta_c: the weights the client sent back (same tree); with ``independent``, a
-            list of such trees, one per client.
+        update: what the client sent back, its weights θc (same tree as ``theta_s``);
+            with ``independent``, a list of such trees, one per client.
         label_counts: int ``[K]`` counts per class (a ``labels.LabelCounts`` works too),
             or ``[clients, K]`` for an aggregate of several clients (or, with
-            ``independent``, for the clients of ``theta_c``).
+            ``independent``, for the clients of ``update``).
         lr: the client's learning rate η.
         epochs: the client's local epochs E.
         batch_size: the client's batch size m.
         steps: attack optimisation steps.
-        key: PRNG key: the label split and the initial images.
+        key: PRNG key: the label split and the initial images (attempt ``i`` starts from
+            ``init(split(fold_in(key, i))[0], shape)``, ``engine.run_attack``).
         method: the variable layout, ``method(E, B) -> Layout``: :func:`per_batch`
             (default, "Ours"), :func:`shared`, :func:`fedsgd_epoch` or :func:`fedsgd`.
         distance: ``L_sim(observed, simulated)`` over update trees; ``distances.cosine``
             (the paper's), ``distances.l2`` or ``distances.layer_weighted(...)``.
-        invariant: the order-invariant summary ``g(images [N, H, W, C])``: :func:`mean`
-            or :func:`conv_max`. Used by :func:`per_batch`, whose copies need tying.
-        invariant_distance: ``D(a, b)``: :func:`l2` (squared) or :func:`l1`.
+        invariant: the order-invariant summary ``g(images [N, H, W, C])``:
+            ``priors.epoch_mean`` or ``priors.conv_max``. Used by :func:`per_batch`,
+            whose copies need tying.
+        invariant_distance: ``D(a, b)``: ``distances.mean_squared`` or
+            ``distances.mean_absolute``.
         invariant_weight: λ_inv; 0 gives "Ours (no prior)". The default is the paper's
             FEMNIST weight; on the bundled digits it is too strong and the images freeze
             (7.2 dB against 13.2 dB without the prior on one client at E = 10, m = 5,
@@ -455,20 +385,29 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
             (``benchmarks/fedavg.py`` and lab 08 say what they use).
         tv_weight: λ_TV.
         clip_weight: λ_clip.
-        optimizer: an optax transformation; default ``adam_decay(0.4, 0.995, 10)``.
+        optimizer: an optax transformation; default ``optimizers.staircase_adam(0.4, 0.995, 10)``.
         init: ``init(key, shape) -> images``, the random start; default U(0, 1).
         project: optional ``project(images) -> images`` after every step (e.g.
             ``attacks.unit_box``); the paper uses none.
         num_samples: the client's N, if known separately; checked against the counts.
         local_steps: the number of local steps U the server was told, if any; checked
             against ``E · ceil(N/m)``.
-        independent: attack the separate updates in ``theta_c`` (a list) at once, rather
+        independent: attack the separate updates in ``update`` (a list) at once, rather
             than one aggregate.
+        restarts: attempts from fresh random starts; the lowest loss wins.
         chunk: steps per jitted chunk; ``callback(frame)`` runs between chunks (e.g.
             ``widgets.Live(truth).callback``).
 
     Returns:
-        A :class:`FedAvgResult`.
+        An ``engine.AttackResult`` (``FedAvgResult`` is the same type): ``images`` the
+        reconstruction after MatchEpoch, ``[clients · N, H, W, C]`` (unclipped; clip to
+        [0, 1] to display), in the order of ``labels`` (int ``[clients · N]``, the label
+        the attack assumed for each image); ``epoch_images`` the reconstruction of every
+        copy, ``[copies, clients · N, H, W, C]`` (copies = E for ``per_batch`` and
+        ``fedsgd_epoch``, 1 otherwise), each in the attacker's batch order;
+        ``batch_labels`` and ``mask`` ``[clients, S, n]``, the attacker's split of the
+        labels into one simulated epoch's batches (``mask == 0``: an empty slot). The
+        frames show the first copy (usable by ``widgets.Live``).
 
     Raises:
         ValueError: for trees of different structure, counts that are not non-negative
@@ -477,23 +416,22 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
     """
     who = "attacks.fedavg"
     if independent:
-        if not isinstance(theta_c, (list, tuple)) or not theta_c:
-            raise ValueError(f"{who}: with independent=True, theta_c must be a non-empty list "
-                             f"of the clients' weight trees, got {type(theta_c).__name__}.")
-        for i, theta in enumerate(theta_c):
-            trees.check_matching(theta, theta_s, name=f"theta_c[{i}]", reference_name="theta_s")
+        if not isinstance(update, (list, tuple)) or not update:
+            raise ValueError(f"{who}: with independent=True, update must be a non-empty list "
+                             f"of the clients' weight trees, got {type(update).__name__}.")
+        for i, theta in enumerate(update):
+            check_matching(theta, theta_s, name=f"update[{i}]", reference_name="theta_s")
     else:
-        trees.check_matching(theta_c, theta_s, name="theta_c", reference_name="theta_s")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{who}: {name} must be an int >= 1, got {value!r}.")
+        check_matching(update, theta_s, name="update (theta_c)", reference_name="theta_s")
+    epochs, batch_size, steps = (check_int(v, name, who) for v, name in (
+        (epochs, "epochs"), (batch_size, "batch_size"), (steps, "steps")))
     if not lr > 0:
         raise ValueError(f"{who}: the learning rate lr must be > 0, got {lr!r}.")
     counts = _as_counts(model, label_counts, num_samples, who)
     clients, n = counts.shape[0], int(counts[0].sum())
-    if independent and len(theta_c) != clients:
+    if independent and len(update) != clients:
         raise ValueError(f"{who}: independent=True needs one row of label_counts per client "
-                         f"update, got {len(theta_c)} updates and {clients} rows of counts.")
+                         f"update, got {len(update)} updates and {clients} rows of counts.")
     batches = math.ceil(n / batch_size)
     if local_steps is not None and int(local_steps) != epochs * batches:
         raise ValueError(
@@ -507,7 +445,9 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
     width = batch_size if layout.steps_per_epoch > 1 else n
     slots = layout.steps_per_epoch * width
 
-    k_split, k_init = jax.random.split(key)
+    # The start images follow engine.run_attack's rule (fold_in(key, attempt)); the label
+    # split, shared by all attempts, takes a fold that no attempt uses.
+    k_split = jax.random.fold_in(key, 2**31 - 1)
     labels, masks = [], []
     for c in range(clients):
         order = np.asarray(jax.random.permutation(jax.random.fold_in(k_split, c), n))
@@ -524,8 +464,8 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
         return jax.tree.map(lambda s, t: (jnp.asarray(s) - jnp.asarray(t)) / (lr * total_steps),
                             theta_s, theta)
 
-    target = (jax.tree.map(lambda *t: jnp.stack(t), *map(average_update, theta_c))
-              if independent else average_update(theta_c))
+    target = (jax.tree.map(lambda *t: jnp.stack(t), *map(average_update, update))
+              if independent else average_update(update))
     data: dict[str, Any] = {
         "theta_s": jax.tree.map(jnp.asarray, theta_s), "target": target,
         "labels": jnp.asarray(labels), "mask": jnp.asarray(masks),
@@ -535,26 +475,25 @@ def fedavg(model: Model, theta_s, theta_c, *, label_counts, lr: float, epochs: i
         "clip_weight": jnp.asarray(clip_weight, jnp.float32),
     }
     shape = (clients, layout.copies, layout.steps_per_epoch, width, *model.input_shape)
-    images = jnp.asarray(init(k_init, shape), jnp.float32)
-    if tuple(images.shape) != shape:
-        raise ValueError(f"{who}: init returned shape {list(images.shape)}, expected "
-                         f"{list(shape)}.")
-    loss_fn = _attack_loss(model, layout, distance, invariant, invariant_distance, valid,
-                           bool(independent))
-    optimizer = optimizer if optimizer is not None else adam_decay()
-    project_fn = None if project is None else _on_images(project)
-    out = minimize(loss_fn, {"images": images}, data, optimizer, steps=int(steps),
-                   chunk=int(chunk), project=project_fn, to_images=_first_copy(valid),
-                   callback=callback)
+    loss_fn = _loss(model, layout, distance, invariant, invariant_distance, valid,
+                    bool(independent))
+    optimizer = optimizer if optimizer is not None else optimizers.staircase_adam()
+    projection = None if project is None else optimizers.on_images(project)
 
+    def attempt(images, key):
+        del key   # nothing else is drawn
+        return engine.minimize(loss_fn, {"images": images}, data, optimizer, steps=steps,
+                               chunk=int(chunk), project=projection,
+                               to_images=_first_copy(valid), callback=callback)
+
+    out, index = engine.run_attack(attempt, init=init, shape=shape, key=key,
+                                   restarts=restarts, who=who)
     per_copy = np.asarray(_epoch_view(valid)(out.variables["images"]))   # [C, copies, N, ...]
     matched = np.concatenate([matching.match_epochs(per_copy[c]) for c in range(clients)])
-    epoch_images = np.concatenate(list(per_copy), axis=1)
     flat_labels = labels.reshape(clients, -1)[:, list(valid)].reshape(-1)
-    fields = out._asdict()
-    fields.pop("variables")
-    return FedAvgResult(images=matched, epoch_images=epoch_images, labels=flat_labels,
-                        batch_labels=labels, mask=masks, **fields)
+    return engine.attack_result(out, flat_labels, images=matched,
+                                epoch_images=np.concatenate(list(per_copy), axis=1),
+                                batch_labels=labels, mask=masks, attempt=index)
 
 
 def paper_input(images, *, size: int = 32, channels: int = 3) -> np.ndarray:

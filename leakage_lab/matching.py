@@ -8,9 +8,9 @@ puts every epoch into the order of the first one and averages:
     order_e = argmax_π  sum_i  sim(x̃_{1,i}, x̃_{e,π(i)})      (linear sum assignment)
     x̃_i     = (1/E) sum_e  x̃_{e, order_e(i)}
 
-with ``sim`` the PSNR, as in the paper. Averaging several noisy copies of an image
-removes part of the noise, which is why the matched average beats every single epoch
-(the paper's Appendix C.6).
+with ``sim`` the PSNR (``metrics.psnr_table``), as in the paper. Averaging several
+noisy copies of an image removes part of the noise, which is why the matched average
+beats every single epoch (the paper's Appendix C.6).
 
     >>> import numpy as np
     >>> first = np.stack([np.full((2, 2, 1), v) for v in (0.1, 0.5, 0.9)])
@@ -24,22 +24,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from leakage_lab.metrics import psnr_table
+
 __all__ = ["epoch_orders", "match_epochs", "psnr_table"]
-
-
-def psnr_table(a, b, *, cap: float = 100.0) -> np.ndarray:
-    """``table[i, j] = PSNR(a[i], b[j])`` in dB for two batches ``[N, ...]``, values in [0, 1].
-
-    The images are clipped to [0, 1] first (as a viewer sees them); identical images get
-    ``cap`` dB instead of infinity.
-    """
-    a = np.clip(np.asarray(a, np.float64), 0.0, 1.0).reshape(len(a), -1)
-    b = np.clip(np.asarray(b, np.float64), 0.0, 1.0).reshape(len(b), -1)
-    # ||a_i - b_j||² = ||a_i||² + ||b_j||² - 2 <a_i, b_j>, for all pairs at once.
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    mse = np.maximum(sq, 0.0) / a.shape[1]
-    with np.errstate(divide="ignore"):
-        return np.minimum(-10.0 * np.log10(mse), cap)
 
 
 def _stack(epoch_images, who: str) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["BatchScore", "match", "mse", "psnr", "score_batch"]
+__all__ = ["BatchScore", "match", "mse", "psnr", "psnr_table", "score_batch"]
 
 
 def _pair(recon, truth):
@@ -45,19 +45,35 @@ def psnr(recon, truth, *, max_value: float = 1.0, cap: float = 100.0):
     return float(value) if np.ndim(value) == 0 else value
 
 
+def psnr_table(a, b, *, cap: float = 100.0) -> np.ndarray:
+    """``table[i, j] = PSNR(a[i], b[j])`` in dB for two batches ``[N, ...]``, values in [0, 1].
+
+    The images are clipped to [0, 1] first (as a viewer sees them); identical images get
+    ``cap`` dB instead of infinity. The one PSNR pairing: :func:`match` and MatchEpoch
+    (``matching.epoch_orders``) both use it.
+
+        >>> import numpy as np
+        >>> psnr_table(np.zeros((1, 2)), np.array([[0.0, 0.0], [0.1, 0.1]])).round(1).tolist()
+        [[100.0, 20.0]]
+    """
+    a = np.clip(np.asarray(a, np.float64), 0.0, 1.0).reshape(len(a), -1)
+    b = np.clip(np.asarray(b, np.float64), 0.0, 1.0).reshape(len(b), -1)
+    # ||a_i - b_j||² = ||a_i||² + ||b_j||² - 2 <a_i, b_j>, for all pairs at once.
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    err = np.maximum(sq, 0.0) / a.shape[1]
+    with np.errstate(divide="ignore"):
+        return np.minimum(-10.0 * np.log10(err), cap)
+
+
 def match(recon, truth) -> np.ndarray:
     """Order of ``recon`` that best matches ``truth``: the assignment maximising total PSNR.
 
     Returns ``order`` with ``recon[order][i]`` paired to ``truth[i]``; solved by
-    ``scipy.optimize.linear_sum_assignment`` on the pairwise PSNR matrix.
+    ``scipy.optimize.linear_sum_assignment`` on the pairwise PSNR matrix
+    (:func:`psnr_table`, reconstructions clipped to [0, 1]).
     """
     recon, truth = _pair(recon, truth)
-    n = len(truth)
-    # table[j, i]: PSNR of reconstruction i against truth j, all pairs at once.
-    err = np.mean((recon.reshape(1, n, -1) - truth.reshape(n, 1, -1)) ** 2, axis=-1)
-    with np.errstate(divide="ignore"):
-        table = 10.0 * np.log10(1.0 / err)
-    rows, cols = linear_sum_assignment(-np.minimum(table, 100.0))
+    rows, cols = linear_sum_assignment(-psnr_table(truth, recon))
     return cols[np.argsort(rows)]
 
 

@@ -16,15 +16,23 @@ log-prior, ``-log p(x)`` up to a constant and a scale.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from leakage_lab.distances import mean_squared
 
 __all__ = [
     "clip",
+    "conv_max",
+    "distance_to_grey",
+    "epoch_invariant",
+    "epoch_mean",
     "feature_statistics",
-    "l2",
     "total_variation",
     "total_variation_isotropic",
     "total_variation_squared",
@@ -74,7 +82,7 @@ def total_variation_squared(images: jax.Array) -> jax.Array:
     return jnp.mean(dy**2) + jnp.mean(dx**2)
 
 
-def l2(images: jax.Array) -> jax.Array:
+def distance_to_grey(images: jax.Array) -> jax.Array:
     """Squared distance to mid-grey: ``mean (x - 0.5)²``.
 
     A Gaussian prior centred on the middle of the [0, 1] box; it pulls stray pixels
@@ -123,3 +131,52 @@ def feature_statistics(model, params, reference_images) -> Callable:
         return mean_gap + var_gap
 
     return deep_inversion
+
+
+# ---------------------------------------------------------------------------------------
+# FedAvg's epoch order-invariant prior (Dimitrov et al., TMLR 2022, Eq. 3): the attack
+# holds one copy of the client's images per epoch, in a different order each time.
+
+
+def epoch_mean(images: jax.Array) -> jax.Array:
+    """``g(X) = (1/N) sum_i x_i``: the mean image of an epoch (the paper's FEMNIST choice)."""
+    return jnp.mean(images, axis=0)
+
+
+@functools.lru_cache(maxsize=32)
+def _conv_max(seed: int, filters: int, channels: int):
+    w = jax.random.normal(jax.random.key(seed), (3, 3, channels, filters)) \
+        / math.sqrt(9 * channels)
+    w = np.asarray(w)
+
+    def g(images: jax.Array) -> jax.Array:
+        y = jax.lax.conv_general_dilated(images, jnp.asarray(w), (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.max(y, axis=0)
+
+    g.__doc__ = (f"g(X) = max_i conv(x_i): pixelwise maximum over an epoch of a fixed random "
+                 f"3x3 convolution with {filters} filters (seed {seed}).")
+    return g
+
+
+def conv_max(*, key: jax.Array, channels: int, filters: int = 96) -> Callable:
+    """``g(X) = max_i conv_W(x_i)``: the pixelwise maximum, over an epoch's images, of one
+    fixed random 3x3 convolution with ``filters`` output channels, stride 1 (the paper's
+    CIFAR-100 choice, after Li et al., 2022). ``W ~ N(0, 1/(9·channels))`` drawn from
+    ``key``; ``channels`` is the images' channel count. The same key gives the same
+    function object (so attacks reuse their compiled code)."""
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    return _conv_max(seed, int(filters), int(channels))
+
+
+def epoch_invariant(epoch_images: jax.Array, g: Callable = epoch_mean,
+                    distance: Callable = mean_squared) -> jax.Array:
+    """Eq. 3 of Dimitrov et al. (TMLR 2022): ``(1/E²) sum_{e1,e2} D(g(X̃_e1), g(X̃_e2))``.
+
+    ``epoch_images`` is ``[E, N, H, W, C]``: the images of every epoch. Zero when every
+    epoch holds the same images in any order. ``g``: :func:`epoch_mean` or :func:`conv_max`;
+    ``D``: ``distances.mean_squared`` or ``distances.mean_absolute``.
+    """
+    summaries = jax.vmap(g)(epoch_images)
+    pairs = jax.vmap(lambda a: jax.vmap(lambda b: distance(a, b))(summaries))(summaries)
+    return jnp.mean(pairs)

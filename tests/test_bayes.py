@@ -35,7 +35,7 @@ def test_dlg_is_bayes_with_gaussian_conditional_and_uniform_prior():
     defense = defenses.gaussian(sigma)
 
     def nlp(x):
-        return bayes.neg_log_posterior(MODEL, params, grads, x, defense=defense, labels=label,
+        return bayes.bayes_objective(MODEL, params, grads, x, defense=defense, labels=label,
                                        prior=priors.uniform)
 
     def dlg(x):
@@ -86,7 +86,7 @@ def test_best_loss_is_the_objective_at_the_returned_images():
     observed = defense.apply(grads, key=jax.random.key(3))
     res = bayes.bayes(MODEL, params, observed, defense=defense, labels=label, prior_weight=0.5,
                       steps=200, key=jax.random.key(1))
-    value = bayes.neg_log_posterior(MODEL, params, observed, res.images, defense=defense,
+    value = bayes.bayes_objective(MODEL, params, observed, res.images, defense=defense,
                                     labels=label, prior_weight=0.5)
     np.testing.assert_allclose(res.best_loss, float(value), rtol=1e-4)
 
@@ -104,7 +104,7 @@ def test_monte_carlo_ball_and_tempering():
     # The returned loss is the mean over the attempt's fixed offsets.
     _, k_ball = jax.random.split(jax.random.fold_in(jax.random.key(0), 0))
     offs = bayes.ball_offsets(k_ball, (1, 8, 8, 1), num=3, delta=0.05)
-    mean = np.mean([float(bayes.neg_log_posterior(MODEL, params, grads, res.images + u,
+    mean = np.mean([float(bayes.bayes_objective(MODEL, params, grads, res.images + u,
                                                   defense=defense, labels=label,
                                                   prior_weight=1e-2)) for u in offs])
     np.testing.assert_allclose(res.best_loss, mean, rtol=1e-4)

@@ -49,10 +49,11 @@ def dlg_run(seed: int = 0, chunk: int = 50):
 def test_dlg_reconstructs_image_and_label(seed):
     _, image, label, _ = problem(seed)
     result, _ = dlg_run(seed)
-    assert result.images.shape == image.shape and result.labels.shape == (1, 4)
+    assert result.images.shape == image.shape and result.soft_labels.shape == (1, 4)
     assert metrics.psnr(result.images[0], image[0]) > 30.0
-    assert int(np.argmax(result.labels[0])) == int(label[0])
-    np.testing.assert_allclose(result.labels.sum(axis=-1), 1.0, rtol=1e-5)
+    assert result.labels.tolist() == label.tolist()            # int [N], like every attack
+    assert int(np.argmax(result.soft_labels[0])) == int(label[0])
+    np.testing.assert_allclose(result.soft_labels.sum(axis=-1), 1.0, rtol=1e-5)
 
 
 def test_dlg_converges_and_records_losses():
@@ -117,8 +118,11 @@ def test_dlg_errors():
     for bad in ([4], [-1]):
         with pytest.raises(ValueError, match=re.escape("[0, 3]")):
             attacks.dlg(MODEL, params, grads, labels=np.array(bad), key=key)
-    with pytest.raises(ValueError, match=re.escape("labels must have shape [1]")):
+    with pytest.raises(ValueError, match="2 labels were given for a batch of 1"):
         attacks.dlg(MODEL, params, grads, labels=np.array([0, 1]), key=key)
+    for restarts in (0, -1, 1.5):                        # no silent "at least once"
+        with pytest.raises(ValueError, match="restarts must be an int >= 1"):
+            attacks.dlg(MODEL, params, grads, restarts=restarts, key=key)
 
 
 # ----------------------------------------------------------------------------- engine

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from _helpers import numpy_init
 
-from leakage_lab import attacks, distances, fl, metrics, models, priors, trees
+from leakage_lab import attacks, distances, fl, inverting, metrics, models, priors, trees
 
 MODELS = {
     "lenet": models.lenet(num_classes=4, input_shape=(8, 8, 1)),
@@ -133,12 +133,14 @@ def test_distances_over_inner_products():
 def losses(name, n, distance):
     """Loss and image gradient, factored and plain, at the same candidate."""
     model, params, labels, grads, x = problem(name, n)
-    data = {"grads": grads, "params": params, "labels": labels,
-            "prior_weight": jnp.float32(1e-4), "grads_square": trees.tree_vdot(grads, grads)}
     out = []
-    for make in (attacks._factored_inverting_loss, attacks._inverting_loss):
-        loss = make(model, distance, priors.total_variation)
-        out.append(jax.jit(jax.value_and_grad(loss))({"images": x}, data))
+    for factored in (True, False):
+        def loss(images, factored=factored):
+            return inverting.inverting_objective(model, params, grads, images, labels,
+                                                 distance=distance, prior=priors.total_variation,
+                                                 prior_weight=1e-4, factored=factored)
+        value, grad = jax.jit(jax.value_and_grad(loss))(x)
+        out.append((value, {"images": grad}))
     return out
 
 

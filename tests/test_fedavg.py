@@ -8,7 +8,7 @@ import pytest
 from _helpers import numpy_init
 
 from leakage_lab import attacks as ll_attacks
-from leakage_lab import distances, fedavg, fl, labels, metrics, models
+from leakage_lab import distances, fedavg, fl, labels, metrics, models, priors
 
 SHAPE = (4, 4, 1)
 MODEL = models.mlp(num_classes=3, input_shape=SHAPE, hidden=(8,))
@@ -55,13 +55,13 @@ def test_epoch_invariant_is_blind_to_order_only():
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.uniform(size=(5, 4, 4, 1)), jnp.float32)
     same = jnp.stack([x, x[::-1], x[jnp.array([2, 0, 4, 1, 3])]])
-    conv = fedavg.conv_max(key=jax.random.key(0), channels=1, filters=8)
-    for g in (fedavg.mean, conv):
-        for d in (fedavg.l2, fedavg.l1):
-            assert float(fedavg.epoch_invariant(same, g, d)) == pytest.approx(0.0, abs=1e-5)
+    conv = priors.conv_max(key=jax.random.key(0), channels=1, filters=8)
+    for g in (priors.epoch_mean, conv):
+        for d in (distances.mean_squared, distances.mean_absolute):
+            assert float(priors.epoch_invariant(same, g, d)) == pytest.approx(0.0, abs=1e-5)
     other = same.at[1, 0].set(0.0)
-    assert float(fedavg.epoch_invariant(other)) > 0.0
-    assert conv is fedavg.conv_max(key=jax.random.key(0), channels=1, filters=8)
+    assert float(priors.epoch_invariant(other)) > 0.0
+    assert conv is priors.conv_max(key=jax.random.key(0), channels=1, filters=8)
 
 
 def test_fedavg_counts_exact_when_every_sample_looks_alike(setup):
@@ -97,7 +97,7 @@ def test_fedavg_counts_strategies_and_sum(setup):
     t = 3 / 4
     np.testing.assert_allclose(res.p_mean[3], (1 - t) * at_s.p_mean[0] + t * at_c.p_mean[0],
                                rtol=1e-5)
-    with pytest.raises(ValueError, match="theta_c tree does not match the theta_s"):
+    with pytest.raises(ValueError, match=r"update \(theta_c\) tree does not match the theta_s"):
         labels.fedavg_counts(MODEL, params, {"fc1": params["fc1"]}, **kw)
 
 
@@ -113,18 +113,16 @@ def test_loss_vanishes_at_the_truth_for_one_step_and_for_an_aggregate(setup):
     params, images, y = setup
     theta_c = _observed(setup, 1, 6)
     layout = fedavg.per_batch(1, 1)
-    loss = fedavg._attack_loss(MODEL, layout, distances.cosine, fedavg.mean, fedavg.l2,
-                               tuple(range(6)), False)
-    data = {"theta_s": params, "lr": jnp.float32(LR), "invariant_weight": jnp.float32(0),
-            "tv_weight": jnp.float32(0), "clip_weight": jnp.float32(0),
-            "mask": jnp.ones((1, 1, 6))}
+
+    def loss(images, target, labels_, mask):
+        return fedavg.fedavg_objective(MODEL, params, target, images, labels_, mask, lr=LR,
+                                       layout=layout, tv_weight=0.0, clip_weight=0.0)
+
     target = jax.tree.map(lambda s, t: (s - t) / LR, params, theta_c)
     x = jnp.asarray(images)[None, None, None]
-    value = loss({"images": x}, {**data, "target": target, "labels": jnp.asarray(y)[None, None]})
-    assert float(value) == pytest.approx(0.0, abs=1e-5)
-    flipped = {"images": x[..., ::-1, :, :]}
     labels_ = jnp.asarray(y)[None, None]
-    assert float(loss(flipped, {**data, "target": target, "labels": labels_})) > 1e-3
+    assert float(loss(x, target, labels_, jnp.ones((1, 1, 6)))) == pytest.approx(0.0, abs=1e-5)
+    assert float(loss(x[..., ::-1, :, :], target, labels_, jnp.ones((1, 1, 6)))) > 1e-3
     # Two clients, averaged.
     other = np.roll(images, 1, axis=0)
     theta_c2 = fl.client_update(MODEL, params, other, y, lr=LR, epochs=1, batch_size=6,
@@ -132,8 +130,7 @@ def test_loss_vanishes_at_the_truth_for_one_step_and_for_an_aggregate(setup):
     mean_c = jax.tree.map(lambda a, b: (a + b) / 2, theta_c, theta_c2)
     target2 = jax.tree.map(lambda s, t: (s - t) / LR, params, mean_c)
     x2 = jnp.stack([jnp.asarray(images), jnp.asarray(other)])[:, None, None]
-    value2 = loss({"images": x2}, {**data, "target": target2, "mask": jnp.ones((2, 1, 6)),
-                                   "labels": jnp.stack([jnp.asarray(y)] * 2)[:, None]})
+    value2 = loss(x2, target2, jnp.stack([jnp.asarray(y)] * 2)[:, None], jnp.ones((2, 1, 6)))
     assert float(value2) == pytest.approx(0.0, abs=1e-5)
 
 
@@ -196,18 +193,18 @@ def test_independent_clients_are_separate_attacks_run_together(setup, monkeypatc
     np.testing.assert_allclose(both.epoch_images[:, 6:], alone[1].epoch_images, atol=1e-4)
     # The GPU path (the clients' simulations vmapped) computes the same attack.
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    fedavg._attack_loss.cache_clear()
+    fedavg._loss.cache_clear()
     vmapped = ll_attacks.fedavg(MODEL, params, thetas, label_counts=np.stack([counts] * 2),
                                 independent=True, **kw)
     monkeypatch.undo()
-    fedavg._attack_loss.cache_clear()
+    fedavg._loss.cache_clear()
     np.testing.assert_allclose(vmapped.losses, both.losses, rtol=1e-4)
     with pytest.raises(ValueError, match="2 updates and 1 rows"):
         ll_attacks.fedavg(MODEL, params, thetas, label_counts=counts, independent=True, **kw)
-    with pytest.raises(ValueError, match="list of the clients' weight trees"):
+    with pytest.raises(ValueError, match="update must be a non-empty list"):
         ll_attacks.fedavg(MODEL, params, thetas[0], label_counts=counts, independent=True,
                           **kw)
-    with pytest.raises(ValueError, match=r"theta_c\[1\] tree does not match"):
+    with pytest.raises(ValueError, match=r"update\[1\] tree does not match"):
         ll_attacks.fedavg(MODEL, params, [thetas[0], {"fc1": thetas[1]["fc1"]}],
                           label_counts=np.stack([counts] * 2), independent=True, **kw)
 

@@ -12,7 +12,7 @@ import pytest
 from leakage_lab import distances, priors
 
 PRIORS = [priors.total_variation, priors.total_variation_isotropic,
-          priors.total_variation_squared, priors.l2, priors.clip, priors.uniform]
+          priors.total_variation_squared, priors.distance_to_grey, priors.clip, priors.uniform]
 
 
 def checkerboard(n=2, h=6, w=5, c=3):
@@ -54,8 +54,8 @@ def test_box_and_l2_priors():
     assert float(priors.clip(inside)) == 0.0
     assert float(priors.clip(jnp.full((1, 2, 2, 1), 1.5))) == pytest.approx(0.25)
     assert float(priors.clip(jnp.full((1, 2, 2, 1), -2.0))) == pytest.approx(4.0)
-    assert float(priors.l2(jnp.full((1, 3, 3, 1), 0.5))) == 0.0
-    assert float(priors.l2(jnp.zeros((1, 3, 3, 1)))) == pytest.approx(0.25)
+    assert float(priors.distance_to_grey(jnp.full((1, 3, 3, 1), 0.5))) == 0.0
+    assert float(priors.distance_to_grey(jnp.zeros((1, 3, 3, 1)))) == pytest.approx(0.25)
     assert float(priors.uniform(inside)) == 0.0
 
 

@@ -139,7 +139,7 @@ def test_bad_input_fails_early():
         run(labels=np.array([[1, 0, 0, 0]]))
     with pytest.raises(ValueError, match="shape must be"):
         run(labels=label, shape=(1, 9, 9, 1))
-    with pytest.raises(ValueError, match="gradient tree does not match"):
+    with pytest.raises(ValueError, match="update tree does not match"):
         attacks.reconstruct(MODEL, params, {"fc": grads["fc"]}, labels=label, steps=1, key=KEY)
     with pytest.raises(ValueError, match="restarts"):
         run(labels=label, restarts=0)
