@@ -337,11 +337,13 @@ def read_leaf_json(path: str | os.PathLike, *, max_bytes: int = LEAF_MAX_BYTES,
                 f"[n]; a row of x is {got}"
             )
         try:
-            xa = np.array(x, dtype=np.float32).reshape(len(x), pixels)
+            xa = np.array(x, dtype=np.float32)
             ya = np.array(y, dtype=np.int64)
         except (TypeError, ValueError, OverflowError) as err:
             raise DataError(f"{path}: user {user!r} has malformed x/y ({err})") from err
-        if ya.shape != (xa.shape[0],):
+        if not x:
+            xa = xa.reshape(0, pixels)
+        if xa.ndim != 2 or ya.shape != (xa.shape[0],):
             raise DataError(
                 f"{path}: user {user!r} should have x of shape [n, {pixels}] and y "
                 f"of shape [n], got {list(xa.shape)} and {list(ya.shape)}"
