@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -205,11 +206,13 @@ def step_of(caption):
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def run_lab(browser, lab_server, screenshots, name):
+def run_lab(browser, lab_server, screenshots, name, inspect=None):
     """Opens notebooks/``name`` in JupyterLab, runs all cells, and watches the page.
 
     Returns what was observed: every change of the reconstruction image's ``src``
     with the caption at that moment, the final state, and the screenshot paths.
+    ``inspect(page)``, if given, is called once every cell has run, before the kernel
+    shuts down; what it returns is kept under ``"inspected"``.
     """
     base, token, _ = lab_server
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -254,11 +257,15 @@ def run_lab(browser, lab_server, screenshots, name):
     end = screenshots / f"{stem}_end.png"
     page.screenshot(path=str(end))
     changes = page.evaluate("() => window.__recon")
-    page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
-    page.close()
+    try:
+        inspected = inspect(page) if inspect and not state["errors"] else None
+    finally:
+        page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+        page.close()
     return {"changes": changes, "state": state, "mid": mid,
             "mid_step": mid_step if mid else None, "end": end,
-            "seconds": time.monotonic() - start, "page_errors": console_errors}
+            "seconds": time.monotonic() - start, "page_errors": console_errors,
+            "inspected": inspected}
 
 
 def check_run(name, run):
@@ -290,12 +297,192 @@ def test_lab_01_animates_in_jupyterlab(browser, lab_server, screenshots):
     check_run(name, run)
 
 
+# Every dashboard control (leakage_lab.dashboard.Dashboard.controls carries the CSS class
+# leakage-lab-control-<name>), scrolled into view one by one so that JupyterLab's
+# off-screen cell rendering cannot fake a zero size, with its rendered size and display.
+CONTROLS_JS = """root => {
+  const out = {};
+  for (const el of root.querySelectorAll('[class*="leakage-lab-control-"]')) {
+    const name = [...el.classList].find(c => c.startsWith('leakage-lab-control-'))
+                   .slice('leakage-lab-control-'.length);
+    el.scrollIntoView({block: 'center'});
+    const box = el.getBoundingClientRect();
+    out[name] = {width: box.width, height: box.height,
+                 display: getComputedStyle(el).display};
+  }
+  return out;
+}"""
+
+
+def hidden_controls(page, root):
+    """Names of the dashboard controls under ``root`` (a CSS selector) that a user cannot
+    see: not displayed, or rendered with no area."""
+    controls = page.eval_on_selector(root, CONTROLS_JS)
+    assert controls, f"no dashboard controls found under {root}"
+    return {name for name, c in controls.items()
+            if c["display"] == "none" or c["width"] <= 0 or c["height"] <= 0}, controls
+
+
+# The strength knobs that no defense of the default setting ("none") uses.
+KNOBS = {"strength", "noise"}
+
+
+def dashboard_recon_src(page):
+    return page.eval_on_selector(
+        ".leakage-lab-dashboard",
+        """root => { const img = [...root.querySelectorAll('img.widget-image')].find(i => {
+               const box = i.closest('.widget-vbox');
+               return box && box.textContent.trim().startsWith('reconstruction'); });
+             return img ? img.src : null; }""")
+
+
+def use_the_dashboard(page, screenshots):
+    """What a teacher does at the projector: sees every control, picks a defense (its
+    knob appears), picks another attack, presses Run and sees a new reconstruction."""
+    from leakage_lab import dashboard
+
+    root = ".jp-NotebookPanel:not(.lm-mod-hidden) .leakage-lab-dashboard"
+    hidden, controls = hidden_controls(page, root)
+    page.eval_on_selector(root, "el => el.scrollIntoView({block: 'start'})")
+    page.screenshot(path=str(screenshots / "09_dashboard_controls.png"))
+    defense = dashboard.DEFENSES["gaussian"]
+    page.select_option(f"{root} .leakage-lab-control-defense select", label=defense.label)
+    page.wait_for_function(
+        "sel => { const el = document.querySelector(sel);"
+        " return el && getComputedStyle(el).display !== 'none'; }",
+        arg=f"{root} .leakage-lab-control-noise", timeout=30_000)
+    hidden_after, _ = hidden_controls(page, root)
+    page.eval_on_selector(root, "el => el.scrollIntoView({block: 'start'})")
+    page.screenshot(path=str(screenshots / "09_dashboard_gaussian.png"))
+
+    page.select_option(f"{root} .leakage-lab-control-attack select",
+                       label=dashboard.ATTACKS["dlg"].label)
+    before = dashboard_recon_src(page)
+    status = f"{root} .leakage-lab-status"
+    page.click(f"{root} button.leakage-lab-run")
+    page.wait_for_function("sel => document.querySelector(sel).textContent"
+                           ".includes('Attacking')", arg=status, timeout=120_000)
+    page.wait_for_function("sel => /PSNR/.test(document.querySelector(sel).textContent)",
+                           arg=status, timeout=LAB_TIMEOUT * 1000)
+    after = dashboard_recon_src(page)
+    page.eval_on_selector(root, "el => el.scrollIntoView({block: 'start'})")
+    page.screenshot(path=str(screenshots / "09_dashboard_after_run.png"))
+    return {"hidden": hidden, "controls": controls, "hidden_with_gaussian": hidden_after,
+            "status": page.text_content(status), "before": before, "after": after}
+
+
 def test_lab_09_dashboard_animates_in_jupyterlab(browser, lab_server, screenshots):
     found = sorted(lab_server[2].glob("09_*.ipynb"))
     if not found:
         pytest.skip("no notebooks/09_*.ipynb (the classroom dashboard) yet")
-    run = run_lab(browser, lab_server, screenshots, found[0].name)
+    run = run_lab(browser, lab_server, screenshots, found[0].name,
+                  inspect=lambda page: use_the_dashboard(page, screenshots))
     check_run(found[0].name, run)
+    seen = run["inspected"]
+    assert seen["hidden"] == KNOBS, (
+        f"with no defense, only the knobs {sorted(KNOBS)} may be hidden; hidden: "
+        f"{sorted(seen['hidden'])} ({seen['controls']})")
+    assert seen["hidden_with_gaussian"] == {"strength"}, (
+        "after choosing Gaussian noise its σ slider must show (and the linear knob stay "
+        f"hidden); hidden: {sorted(seen['hidden_with_gaussian'])}")
+    assert "PSNR" in seen["status"] and "Could not run" not in seen["status"], seen["status"]
+    assert seen["before"] and seen["after"] and seen["before"] != seen["after"], \
+        "pressing Run with another attack did not change the reconstruction"
+
+
+def test_the_control_check_sees_hidden_pickers(browser, lab_server):
+    """A control for the visibility check: the shared-Layout bug put back (every picker
+    on one Layout, then the unused knob hidden) must be reported as hidden controls."""
+    base, token, root = lab_server
+    code = ("import ipywidgets as w\n"
+            "from leakage_lab import dashboard\n"
+            "board = dashboard.Dashboard()\n"
+            "shared = w.Layout(width='440px')\n"
+            "for name, control in board.controls.items():\n"
+            "    if name != 'noise':\n"
+            "        control.layout = shared\n"
+            "board._set_strength_knob('none', None)\n"
+            "board")
+    buggy = {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {},
+                        "source": code, "outputs": []}],
+             "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                         "language": "python"}},
+             "nbformat": 4, "nbformat_minor": 5}
+    (root / "shared_layout.ipynb").write_text(json.dumps(buggy), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{base}/lab/workspaces/shared/tree/shared_layout.ipynb?token={token}&reset",
+                  timeout=120_000)
+        page.wait_for_function(KERNEL_IDLE_JS, timeout=180_000)
+        page.evaluate("() => { window.jupyterapp.commands.execute('runmenu:run-all'); }")
+        panel = ".jp-NotebookPanel:not(.lm-mod-hidden) .leakage-lab-dashboard"
+        page.wait_for_function(
+            f"sel => document.querySelector(sel) || ({STATE_JS})().errors.length",
+            arg=f"{panel} button.leakage-lab-run", timeout=LAB_TIMEOUT * 1000)
+        assert not page.evaluate(STATE_JS)["errors"], page.evaluate(STATE_JS)["errors"]
+        hidden, controls = hidden_controls(page, panel)
+        assert hidden - KNOBS, f"the check did not see the hidden pickers: {controls}"
+        assert {"dataset", "model", "defense", "attack"} <= hidden
+        page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def voila_dashboard(tmp_path_factory):
+    """``leakage-lab dashboard`` (Voilà) on a free port; yields its URL."""
+    pytest.importorskip("voila", reason="Voilà is not installed (pip install -e '.[demo]')")
+    port = free_port()
+    home = tmp_path_factory.mktemp("voila")
+    log = (home / "voila.log").open("w")
+    env = dict(os.environ, LEAKAGE_LAB_QUICK="1", JUPYTER_CONFIG_DIR=str(home / "config"),
+               XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    server = subprocess.Popen([sys.executable, "-m", "leakage_lab.cli", "dashboard",
+                               f"--port={port}", "--no-browser"],
+                              cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://localhost:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                pytest.fail("Voilà exited: " + (home / "voila.log").read_text())
+            try:
+                with urllib.request.urlopen(f"{base}/api/kernelspecs", timeout=5):
+                    break
+            except urllib.error.HTTPError:
+                break  # it answers: that is all we wait for
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("Voilà did not answer within 180 s: "
+                            + (home / "voila.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def test_dashboard_controls_visible_under_voila(browser, voila_dashboard, screenshots):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(voila_dashboard, timeout=LAB_TIMEOUT * 1000)
+        page.wait_for_selector(".leakage-lab-dashboard button.leakage-lab-run",
+                               timeout=LAB_TIMEOUT * 1000)
+        hidden, controls = hidden_controls(page, ".leakage-lab-dashboard")
+        page.eval_on_selector(".leakage-lab-dashboard",
+                              "el => el.scrollIntoView({block: 'start'})")
+        page.screenshot(path=str(screenshots / "09_voila_dashboard.png"))
+        assert hidden == KNOBS, (
+            f"under Voilà only the knobs {sorted(KNOBS)} may be hidden; hidden: "
+            f"{sorted(hidden)} ({controls})")
+    finally:
+        page.close()
 
 
 def test_the_page_check_sees_a_broken_widget(browser, lab_server):
