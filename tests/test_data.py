@@ -541,3 +541,21 @@ def test_train_test_split(digits):
     assert np.array_equal(train.labels, again.labels) and np.array_equal(train.images, again.images)
     with pytest.raises(data.DataError, match=r"test_fraction must lie in \(0, 1\)"):
         data.train_test_split(digits, test_fraction=1.0, key=0)
+
+
+def test_bundled_files_are_package_data():
+    """A wheel (``pip install .``, not ``-e``) must carry the bundled sets and their licences."""
+    import fnmatch
+
+    from leakage_lab.data import bundled
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    folder = bundled.data_dir()
+    assert folder.parent == Path(data.__file__).parent  # inside the package, not the clone
+    config = tomllib.loads((folder.parents[2] / "pyproject.toml").read_text())["tool"]
+    globs = config["setuptools"]["package-data"]["leakage_lab.data"]
+    assert config["setuptools"]["packages"]["find"]["include"] == ["leakage_lab*"]
+    for name in [file for file, *_ in bundled.BUNDLED.values()] + ["README.md"]:
+        assert (folder / name).is_file(), name
+        assert any(fnmatch.fnmatch(f"files/{name}", g) for g in globs), name
