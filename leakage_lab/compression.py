@@ -217,7 +217,7 @@ def top_k(fraction: float | None = None, *, k: int | None = None) -> Defense:
 # Matched attack distances.
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _sign_distance(temperature: float, eps: float) -> Callable:
     def sign_dist(observed, candidate) -> jax.Array:
         total, count = jnp.zeros((), jnp.float32), 0

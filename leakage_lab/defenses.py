@@ -281,7 +281,7 @@ def kept_distance(base_distance: Callable = distances.cosine) -> Callable:
     return _kept_distance(base_distance)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _kept_distance(base_distance: Callable) -> Callable:
     def kept(observed, candidate) -> jax.Array:
         masked = jax.tree.map(lambda o, c: jnp.where(o != 0, c, jnp.zeros_like(c)),
@@ -314,7 +314,7 @@ def ignore_layers(distance: Callable, layers) -> Callable:
     return _ignore_layers(distance, layers)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _ignore_layers(distance: Callable, layers: tuple[str, ...]) -> Callable:
     def ignoring(observed, candidate) -> jax.Array:
         missing = [layer for layer in layers if layer not in observed]
