@@ -12,18 +12,44 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+# Where the labs are. A source checkout (editable install) has the masters, answers
+# included, in the clone's notebooks/ (for instructors and self-study). An installed wheel
+# has only the student copies that its build wrote into leakage_lab/labs/ (setup.py); the
+# masters never ship. Where both exist, the masters win.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+MASTERS = _CHECKOUT / "notebooks"
+PACKAGED = Path(__file__).resolve().parent / "labs"
+_LAB_GLOB = "[0-9][0-9]_*.ipynb"
+
+
+def _lab_folder() -> Path:
+    if (_CHECKOUT / "pyproject.toml").is_file() and any(MASTERS.glob(_LAB_GLOB)):
+        return MASTERS
+    return PACKAGED
+
+
+NOTEBOOKS = _lab_folder()
+FULL_LABS_ONLY_IN_A_CLONE = (
+    "This leakage-lab install holds the student copies of the labs only (answers stubbed). "
+    "The full labs, answers included, are only in a source clone of leakage-lab: clone the "
+    "repository and `pip install -e .` there. Here, use `leakage-lab workspace DIR --student`.")
+
+
+def student_copies_only() -> bool:
+    """Whether the labs found are the packaged student copies (an installed wheel)."""
+    return NOTEBOOKS.resolve() == PACKAGED.resolve()
 
 
 def labs() -> list[tuple[int, Path, str]]:
-    """The labs as ``(number, path, title)``, read from ``notebooks/NN_name.ipynb``."""
+    """The labs as ``(number, path, title)``, read from ``NOTEBOOKS/NN_name.ipynb``."""
     found = []
-    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted(NOTEBOOKS.glob(_LAB_GLOB)):
         title = path.stem[3:].replace("_", " ")
         try:
             cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
@@ -99,6 +125,9 @@ def list_labs(args: argparse.Namespace) -> int:
         return 1
     for number, path, title in found:
         print(f"{number:02d}  {title}  ({path.name})")
+    if student_copies_only():
+        print("(student copies; `leakage-lab workspace DIR --student` copies them into a "
+              "folder of your own)")
     return 0
 
 
@@ -108,9 +137,26 @@ def open_lab(args: argparse.Namespace) -> int:
         print(f"No lab {args.number}; the labs are {sorted(found)} (see `leakage-lab list`).",
               file=sys.stderr)
         return 2
-    command = [sys.executable, "-m", "jupyterlab", str(found[args.number])]
-    print("Opening", found[args.number].name, "in JupyterLab:", " ".join(command))
-    return subprocess.call(command, cwd=NOTEBOOKS)
+    lab, folder = found[args.number], NOTEBOOKS
+    if student_copies_only():
+        # The packaged copies sit inside the installed package: open a learner's copy
+        # instead, in a workspace made at the first call and never overwritten later.
+        from leakage_lab.student import write_workspace
+
+        folder = Path(args.dir)
+        if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+            write_workspace(NOTEBOOKS, folder, student=True)
+            print(f"Wrote student copies of the labs to {folder}")
+        elif not (folder / lab.name).exists():
+            if not folder.is_dir():
+                print(f"{folder} exists and is not a folder; choose another with --dir.",
+                      file=sys.stderr)
+                return 2
+            shutil.copy2(lab, folder / lab.name)
+        lab = folder / lab.name
+    command = [sys.executable, "-m", "jupyterlab", str(lab)]
+    print("Opening", lab.name, "in JupyterLab:", " ".join(command))
+    return subprocess.call(command, cwd=folder)
 
 
 def student(args: argparse.Namespace) -> int:
@@ -133,6 +179,9 @@ def student(args: argparse.Namespace) -> int:
 def workspace(args: argparse.Namespace) -> int:
     from leakage_lab.student import write_workspace
 
+    if not args.student and student_copies_only():
+        print(FULL_LABS_ONLY_IN_A_CLONE, file=sys.stderr)
+        return 2
     try:
         written = write_workspace(NOTEBOOKS, Path(args.dir), student=args.student,
                                   force=args.force)
@@ -182,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(run=list_labs)
     p = sub.add_parser("lab", help="open lab N in JupyterLab")
     p.add_argument("number", type=int, nargs="?", default=0)
+    p.add_argument("--dir", default="leakage-lab-labs",
+                   help="installed from a wheel: the learner's folder the lab is copied into "
+                        "and opened from (made at the first call; default: %(default)s)")
     p.set_defaults(run=open_lab)
     p = sub.add_parser("student", help="write student copies of the labs (solutions stubbed)")
     p.add_argument("out", help="folder to write them to")
@@ -199,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-browser", action="store_true",
                    help="serve only; open the printed address yourself")
     p.set_defaults(run=open_dashboard)
+    from leakage_lab.grading import add_parser as add_grade_parser  # leakage-lab grade
+
+    add_grade_parser(sub)
     args = parser.parse_args(argv)
     return args.run(args)
 
