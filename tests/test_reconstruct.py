@@ -74,28 +74,32 @@ def test_restarts_keep_the_lowest_loss():
     best = attacks.reconstruct(MODEL, params, grads, key=KEY, restarts=3, **kwargs)
     alone = []
     for attempt in range(3):
-        start = jax.random.uniform(jax.random.fold_in(KEY, attempt), (1, 8, 8, 1))
+        # engine.run_attack's start rule, the same in every attack
+        start_key, _ = jax.random.split(jax.random.fold_in(KEY, attempt))
+        start = jax.random.uniform(start_key, (1, 8, 8, 1))
         alone.append(attacks.reconstruct(MODEL, params, grads, key=KEY,
                                          init=lambda k, s, x=start: x, **kwargs))
     losses = [r.best_loss for r in alone]
     assert len(set(losses)) == 3
     winner = alone[int(np.argmin(losses))]
-    assert best.best_loss == min(losses)
+    assert best.best_loss == min(losses) and best.attempt == int(np.argmin(losses))
     np.testing.assert_array_equal(best.images, winner.images)
 
 
 def test_loss_is_distance_plus_weighted_prior():
     """prior_weight=0 with l2 is pure gradient matching; otherwise the prior adds on."""
     params, _, label, grads = problem(3)
-    start = jax.random.uniform(jax.random.fold_in(KEY, 0), (1, 8, 8, 1))
+    start = jax.random.uniform(jax.random.split(jax.random.fold_in(KEY, 0))[0], (1, 8, 8, 1))
     candidate = fl.gradient(MODEL, params, start, label)
     plain = attacks.reconstruct(MODEL, params, grads, labels=label, steps=5, key=KEY,
                                 distance=distances.l2, prior_weight=0.0)
-    assert plain.losses[0] == pytest.approx(float(distances.l2(grads, candidate)), rel=1e-5)
+    # The default path is factored (fast_dense): the expanded l2 and 1 - cos agree to
+    # float32 rounding of <g, g>, not of the distance.
+    assert plain.losses[0] == pytest.approx(float(distances.l2(grads, candidate)), rel=1e-4)
     tv = attacks.reconstruct(MODEL, params, grads, labels=label, steps=5, key=KEY,
                              prior_weight=0.5)
     want = distances.cosine(grads, candidate) + 0.5 * priors.total_variation(start)
-    assert tv.losses[0] == pytest.approx(float(want), rel=1e-5)
+    assert tv.losses[0] == pytest.approx(float(want), rel=1e-4)
 
 
 def test_projection_keeps_images_in_the_box():
