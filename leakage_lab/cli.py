@@ -98,7 +98,7 @@ def demo(args: argparse.Namespace) -> int:
     total = time.perf_counter() - start
     sys.stderr.write("\n")
     value = ll.metrics.psnr(res.images[0], truth)
-    label = int(res.labels[0].argmax())
+    label = int(res.labels[0])
 
     fig, axes = plt.subplots(1, 2, figsize=(6, 3.4))
     for ax, img, title in ((axes[0], truth, "the client's image"),
