@@ -76,3 +76,78 @@ def test_shape_mismatch_raises():
             fn(a, b)
     with pytest.raises(ValueError, match=r"\[4, 4, 1\] and \[4, 4, 3\]"):
         metrics.psnr(np.zeros((4, 4, 1)), np.zeros((4, 4, 3)))
+
+
+# --- SSIM (dm-pix) and the update-free guesses -----------------------------------------
+
+
+def test_doctests():
+    import doctest
+
+    assert doctest.testmod(metrics).failed == 0
+
+
+def test_ssim_identical_is_one_and_shapes():
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(size=(3, 28, 28, 1))
+    np.testing.assert_allclose(metrics.ssim(truth, truth), 1.0, atol=1e-5)
+    one = metrics.ssim(truth[0], truth[0])
+    assert isinstance(one, float) and one == pytest.approx(1.0, abs=1e-5)
+    noisy = np.clip(truth + rng.normal(scale=0.3, size=truth.shape), 0, 1)
+    values = metrics.ssim(noisy, truth)
+    assert values.shape == (3,) and np.all(values < 0.9)
+    # Clipped like psnr: 1.5 is shown as 1.0.
+    assert metrics.ssim(np.ones((8, 8, 1)) * 1.5, np.ones((8, 8, 1))) == pytest.approx(1.0)
+    # Images smaller than the 11 x 11 window still work (the window shrinks to fit).
+    assert metrics.ssim(truth[0, :6, :6], truth[0, :6, :6]) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.ssim(truth, truth[:2])
+
+
+def test_guesses_on_a_toy_set_are_the_right_means():
+    # Public set: two classes of 2 x 2 images; most pixels are 0.
+    public = np.zeros((4, 2, 2, 1))
+    public[2, 0, 0] = 1.0
+    public[3, 1, 1] = 1.0
+    public_labels = [0, 0, 1, 1]
+    truth = np.zeros((3, 2, 2, 1))
+    g = metrics.guesses(truth, [1, 0, 7], public, public_labels)
+    assert list(g) == list(metrics.GUESSES)
+    np.testing.assert_array_equal(g["blank"], 0.0)
+    np.testing.assert_allclose(g["pixel mean"], np.broadcast_to(public.mean(0), (3, 2, 2, 1)))
+    np.testing.assert_allclose(g["label mean"][0], public[2:].mean(0))
+    np.testing.assert_allclose(g["label mean"][1], public[:2].mean(0))
+    np.testing.assert_allclose(g["label mean"][2], public.mean(0))  # unseen label: pixel mean
+    # A white-background set has a white blank.
+    assert np.all(metrics.blank_guess(truth, 1.0 - public) == 1.0)
+    with pytest.raises(ValueError, match="one label per truth image"):
+        metrics.guesses(truth, [0], public, public_labels)
+    with pytest.raises(ValueError, match="one label per public image"):
+        metrics.guesses(truth, [0, 0, 0], public, [0])
+
+
+def test_label_mean_beats_pixel_mean_when_classes_differ():
+    rng = np.random.default_rng(4)
+    # Class 0 lights the left half, class 1 the right half, plus a little noise.
+    def sample(label, n):
+        x = np.zeros((n, 8, 8, 1))
+        x[:, :, :4] = 1.0 - label
+        x[:, :, 4:] = label
+        return np.clip(x + rng.normal(scale=0.05, size=x.shape), 0, 1)
+
+    public = np.concatenate([sample(0, 20), sample(1, 20)])
+    public_labels = np.repeat([0, 1], 20)
+    truth = np.concatenate([sample(0, 3), sample(1, 3)])
+    labels = np.repeat([0, 1], 3)
+    table = metrics.baseline_scores(truth, labels, public, public_labels,
+                                    attacks={"attack": truth[::-1]})
+    assert table.names() == ["blank", "pixel mean", "label mean", "attack"]
+    assert table["label mean"].psnr > table["pixel mean"].psnr + 10
+    assert table["label mean"].ssim > table["pixel mean"].ssim
+    assert table["label mean"].rec == 1.0 and table["pixel mean"].rec == 0.0
+    assert table.best_guess().name == "label mean"
+    # The attack's images come back in reverse order; matching pairs them up again.
+    assert table["attack"].psnr == 100.0
+    assert table["attack"].psnrs.shape == (6,)
+    text = str(table)
+    assert "label mean" in text and "Rec@20dB" in text and "(no update)" in text
