@@ -264,7 +264,8 @@ def from_distance(distance: Callable, *, scale: float = 1.0) -> Defense:
 # Matched distances: compare only what the defense left informative.
 
 
-def kept_distance(base_distance: Callable = distances.cosine) -> Callable:
+def kept_distance(base_distance: Callable = distances.cosine, *,
+                  zero_rows: bool = False) -> Callable:
     """``D(g, g') = d(g, m ⊙ g')`` with ``m_i = [g_i ≠ 0]`` read from the observation.
 
     For pruning and top-k: the zeros of the observation say nothing about the candidate's
@@ -277,18 +278,42 @@ def kept_distance(base_distance: Callable = distances.cosine) -> Callable:
     every black background pixel gives exact zeros there, and this distance leaves the
     background free; convolutions spread every pixel over many coordinates and do not
     have the problem.
+
+    ``zero_rows=True`` reads that case from the mask's own distribution: a dense layer's
+    weight gradient is ``a δᵀ``, so an input ``a_i = 0`` zeroes a whole row (the last
+    axis), while random pruning zeroes a row of ``n`` kept-or-not coordinates only with
+    probability ``p^n`` (``0.5^64 ≈ 5e-20``, ``0.9^64 ≈ 1e-3``); top-k zeroes it when
+    ``|a_i|`` is small. So a leaf's all-zero rows count as observed zeros, and the
+    candidate must be zero there too (``m_i = [g_i ≠ 0] ∨ [row of g_i all 0]``).
+
+        >>> import jax.numpy as jnp
+        >>> d = kept_distance(zero_rows=True)
+        >>> observed = {"w": jnp.array([[0.0, 0.0], [1.0, 0.0]])}
+        >>> float(d(observed, {"w": jnp.array([[0.0, 0.0], [2.0, 5.0]])})) < 1e-6
+        True
+        >>> float(d(observed, {"w": jnp.array([[3.0, 0.0], [2.0, 5.0]])})) > 0.1
+        True
     """
-    return _kept_distance(base_distance)
+    return _kept_distance(base_distance, bool(zero_rows))
+
+
+def _kept_mask(observed: jax.Array, zero_rows: bool) -> jax.Array:
+    mask = observed != 0
+    if zero_rows and observed.ndim >= 2:
+        mask = mask | jnp.all(observed == 0, axis=-1, keepdims=True)
+    return mask
 
 
 @functools.lru_cache(maxsize=64)
-def _kept_distance(base_distance: Callable) -> Callable:
+def _kept_distance(base_distance: Callable, zero_rows: bool = False) -> Callable:
     def kept(observed, candidate) -> jax.Array:
-        masked = jax.tree.map(lambda o, c: jnp.where(o != 0, c, jnp.zeros_like(c)),
-                              observed, candidate)
+        masked = jax.tree.map(
+            lambda o, c: jnp.where(_kept_mask(o, zero_rows), c, jnp.zeros_like(c)),
+            observed, candidate)
         return base_distance(observed, masked)
 
-    kept.__name__ = f"kept_{getattr(base_distance, '__name__', 'distance')}"
+    prefix = "kept_rows_" if zero_rows else "kept_"
+    kept.__name__ = f"{prefix}{getattr(base_distance, '__name__', 'distance')}"
     return kept
 
 

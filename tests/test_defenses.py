@@ -298,3 +298,18 @@ def test_soteria_break_beats_the_naive_attack():
         gains.append(psnr["break"] - psnr["naive"])
         assert psnr["break"] > 20, psnr
     assert min(gains) > 5, gains
+
+
+def test_kept_distance_zero_rows_reads_a_dense_layers_zero_inputs():
+    # A dense layer's weight gradient a δᵀ: the input a = (0, 1, 2) zeroes row 0 exactly.
+    a, delta = jnp.array([0.0, 1.0, 2.0]), jnp.arange(1.0, 65.0)
+    clean = {"w": jnp.outer(a, delta)}
+    observed = defenses.prune(0.5).apply(clean, key=jax.random.key(0))
+    assert bool(jnp.all(observed["w"][0] == 0)) and bool(jnp.any(observed["w"][1:] != 0))
+    wrong = {"w": jnp.outer(jnp.array([1.0, 1.0, 2.0]), delta)}   # a background pixel lit
+    plain, rows = defenses.kept_distance(), defenses.kept_distance(zero_rows=True)
+    assert float(plain(observed, wrong)) < 1e-6       # the plain mask cannot see it
+    assert float(rows(observed, wrong)) > 1e-3        # the row rule does
+    assert float(rows(observed, clean)) < 1e-6
+    assert rows is defenses.kept_distance(distances.cosine, zero_rows=True)
+    assert rows.__name__ == "kept_rows_cosine"
