@@ -38,7 +38,7 @@ import optax
 
 from leakage_lab._validate import check_restarts
 
-__all__ = ["AttackResult", "Frame", "Outcome", "attack_result", "minimize", "run_attack",
+__all__ = ["AttackResult", "Frame", "attack_result", "minimize", "run_attack",
            "start_images"]
 
 RUNNING, CONVERGED, NONFINITE, STATIONARY = 0, 1, 2, 3
@@ -60,21 +60,6 @@ class Frame(NamedTuple):
     best_loss: float
     images: np.ndarray
     total_steps: int
-
-
-class Outcome(NamedTuple):
-    """What the engine returns: the best variables and the run's record."""
-
-    variables: Any
-    losses: np.ndarray
-    best_loss: float
-    best_step: int
-    steps: int
-    status: str
-    message: str
-    frames: list[Frame]
-    seconds: float
-    compile_seconds: float
 
 
 class AttackResult(NamedTuple):
@@ -102,6 +87,8 @@ class AttackResult(NamedTuple):
             into the batches of one simulated epoch.
         mask: FedAvg: ``[clients, S, n]``, 1 where a batch slot holds an image.
         attempt: which attempt (restart) won.
+        variables: the optimised variables as the engine returned them (the images and,
+            for DLG, the label logits); ``None`` once an attack has built its result.
     """
 
     images: np.ndarray
@@ -120,23 +107,22 @@ class AttackResult(NamedTuple):
     batch_labels: np.ndarray | None = None
     mask: np.ndarray | None = None
     attempt: int = 0
+    variables: Any = None
 
 
 def _images(variables):
     return variables["images"]
 
 
-def attack_result(outcome: Outcome, labels, *, images=None, **extra) -> AttackResult:
+def attack_result(outcome: AttackResult, labels, *, images=None, **extra) -> AttackResult:
     """An attack's result from the engine's outcome: the best images, with ``labels``.
 
     ``images`` replaces the variables' images (FedAvg's matched ones); ``extra`` fills
     the optional fields (``soft_labels``, ``epoch_images``, ...).
     """
-    fields = outcome._asdict()
-    variables = fields.pop("variables")
-    images = variables["images"] if images is None else images
-    return AttackResult(images=np.asarray(images), labels=np.asarray(labels, np.int32),
-                        **fields, **extra)
+    images = outcome.variables["images"] if images is None else images
+    return outcome._replace(images=np.asarray(images), labels=np.asarray(labels, np.int32),
+                            variables=None, **extra)
 
 
 def start_images(init: Callable, key: jax.Array, shape, who: str) -> jax.Array:
@@ -149,11 +135,11 @@ def start_images(init: Callable, key: jax.Array, shape, who: str) -> jax.Array:
 
 
 def run_attack(attempt: Callable, *, init: Callable, shape, key: jax.Array, restarts: int,
-               who: str, tol: float | None = None) -> tuple[Outcome, int]:
+               who: str, tol: float | None = None) -> tuple[AttackResult, int]:
     """The one restart loop every attack runs on.
 
     Attempt ``i`` splits ``fold_in(key, i)`` into ``(start, spare)``, starts from
-    ``images = init(start, shape)`` and runs ``attempt(images, spare) -> Outcome`` (the
+    ``images = init(start, shape)`` and runs ``attempt(images, spare) -> AttackResult`` (the
     spare key for anything else the attempt draws: DLG's label logits, Bayes'
     Monte-Carlo offsets). The attempt
     with the lowest ``best_loss`` wins (the truth is never consulted); once one
@@ -276,7 +262,7 @@ def _compiled_chunk(loss_fn, optimizer, project, to_images, window, state, data,
 def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransformation, *,
              steps: int, chunk: int = 50, tol: float = 0.0, xtol: float = 0.0,
              window: int = 25, project: Callable | None = None,
-             to_images: Callable = _images, callback: Callable | None = None) -> Outcome:
+             to_images: Callable = _images, callback: Callable | None = None) -> AttackResult:
     """Minimises ``loss_fn(variables, data)`` over ``variables`` with ``optimizer``.
 
     Args:
@@ -358,5 +344,7 @@ def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransf
     else:
         name = "budget"
         message = f"Ran all {done} steps; best loss {best_loss:.3g} at step {best_step}."
-    return Outcome(state.best_variables, losses_arr, best_loss, best_step, done, name, message,
-                   frames, seconds, compile_seconds)
+    return AttackResult(images=None, labels=None, losses=losses_arr, best_loss=best_loss,
+                        best_step=best_step, steps=done, status=name, message=message,
+                        frames=frames, seconds=seconds, compile_seconds=compile_seconds,
+                        variables=state.best_variables)

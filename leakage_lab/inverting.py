@@ -11,11 +11,11 @@ with Adam on the sign of the gradient and a projection onto the box after each s
 
     >>> import jax, jax.numpy as jnp
     >>> from leakage_lab import models, objective
-    >>> model = models.mlp(num_classes=3, input_shape=(2, 2, 1), hidden=(4,))
-    >>> params = model.init(jax.random.key(0))
-    >>> x, y = jnp.full((1, 2, 2, 1), 0.3), jnp.array([1])
-    >>> g = objective.candidate_gradient(model, params, x, y)
-    >>> round(float(inverting_objective(model, params, g, x, y)), 5)   # cosine 0, TV 0
+    >>> net = models.mlp(num_classes=2, input_shape=(3, 3, 1), hidden=(5,))
+    >>> w = net.init(jax.random.key(1))
+    >>> flat = jnp.full((1, 3, 3, 1), 0.5)                       # a flat image: TV = 0
+    >>> update = objective.candidate_gradient(net, w, flat, jnp.array([0]))
+    >>> round(float(inverting_objective(net, w, update, flat, jnp.array([0]))), 5)
     0.0
 """
 

@@ -35,57 +35,9 @@ the adapters, plain functions of a :class:`Config`; no widgets) and
 server's picture, :func:`server_figure`).
 """
 
-from leakage_lab.dashboard.registry import (  # noqa: F401 - _bayes_conditional, _matched: tests
-    ATTACKS,
-    DATASETS,
-    DEFENSES,
-    MAX_BATCH,
-    MODELS,
-    SUGGESTED_MODEL,
-    Attack,
-    Config,
-    DefenseChoice,
-    LayerView,
-    ModelChoice,
-    Run,
-    Scene,
-    _bayes_conditional,
-    _matched,
-    attack,
-    attacker_labels,
-    check_config,
-    client_indices,
-    layer_views,
-    observe,
-    register_attack,
-    run,
-    server_summary,
-)
-from leakage_lab.dashboard.screen import Dashboard, server_figure
+from leakage_lab.dashboard import registry, screen
+from leakage_lab.dashboard.registry import *  # noqa: F403 - the registries and adapters
+from leakage_lab.dashboard.registry import _bayes_conditional, _matched  # noqa: F401 - tests
+from leakage_lab.dashboard.screen import Dashboard, server_figure  # noqa: F401
 
-__all__ = [
-    "ATTACKS",
-    "DATASETS",
-    "DEFENSES",
-    "MAX_BATCH",
-    "MODELS",
-    "SUGGESTED_MODEL",
-    "Attack",
-    "Config",
-    "Dashboard",
-    "DefenseChoice",
-    "LayerView",
-    "ModelChoice",
-    "Run",
-    "Scene",
-    "attack",
-    "attacker_labels",
-    "check_config",
-    "client_indices",
-    "layer_views",
-    "observe",
-    "register_attack",
-    "run",
-    "server_figure",
-    "server_summary",
-]
+__all__ = [*registry.__all__, *screen.__all__]
