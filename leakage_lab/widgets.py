@@ -37,7 +37,7 @@ from PIL import Image
 from leakage_lab.engine import AttackResult, Frame
 from leakage_lab.metrics import psnr, score_batch
 
-__all__ = ["Live", "frame_strip", "tile", "to_png"]
+__all__ = ["Live", "frame_strip", "label_points", "tile", "to_png"]
 
 # Batches up to this size are scored after matching reconstructions to the truth
 # (metrics.score_batch, N^2 PSNRs); larger ones pair images by position to stay cheap.
@@ -363,3 +363,71 @@ def frame_strip(frames: Sequence[Frame], truth=None, *, num: int = 6,
         ax.set_axis_off()
     fig.tight_layout()
     return fig
+
+
+# Offsets (points) tried in turn for a label: rings of growing radius around its point.
+_LABEL_OFFSETS = tuple(
+    (dx * r, dy * r - 4, "left" if dx > 0 else "right" if dx < 0 else "center")
+    for r in (7, 16, 28, 42)
+    for dx, dy in ((1, 0.4), (1, -0.9), (-1, 0.4), (-1, -0.9), (0, 1.2), (0, -1.6),
+                   (1, 1.3), (-1, 1.3), (1, -1.9), (-1, -1.9)))
+
+
+def label_points(ax, xs, ys, texts, *, fontsize: float = 8, pad: float = 2.0) -> list:
+    """Writes ``texts[i]`` beside the point ``(xs[i], ys[i])`` without overprinting.
+
+    Labels are placed one by one, each at the first of a few offsets around its point
+    whose box overlaps neither an earlier label, nor any point, nor the axes' edge (rings
+    of growing radius; a label set further off gets a thin leader line to its point); when
+    none is free, the least crowded offset is used. Call it after
+    the data and the axis limits are set (it draws the figure once to measure text).
+
+    Returns:
+        The :class:`matplotlib.text.Annotation` objects, in the order of ``texts``.
+    """
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    scale = fig.dpi / 72.0
+    points = ax.transData.transform(np.column_stack([np.asarray(xs, float),
+                                                     np.asarray(ys, float)]))
+    r = 5.0 * scale
+    taken = [(x - r, y - r, x + r, y + r) for x, y in points]
+    frame = ax.get_window_extent(renderer)
+
+    def overlap(box, other):
+        w = max(0.0, min(box[2], other[2]) - max(box[0], other[0]))
+        h = max(0.0, min(box[3], other[3]) - max(box[1], other[1]))
+        return w * h
+
+    placed = []
+    for (px, py), text in zip(points, texts, strict=True):
+        best = None
+        for dx, dy, ha in _LABEL_OFFSETS:
+            note = ax.annotate(text, (0, 0), xycoords="figure pixels", fontsize=fontsize,
+                               xytext=(dx, dy), textcoords="offset points", ha=ha,
+                               va="bottom")
+            note.xy = (px, py)
+            e = note.get_window_extent(renderer)
+            box = (e.x0 - pad, e.y0 - pad, e.x1 + pad, e.y1 + pad)
+            outside = (box[0] < frame.x0) or (box[2] > frame.x1) or (box[1] < frame.y0) \
+                or (box[3] > frame.y1)
+            cost = sum(overlap(box, t) for t in taken) + (1e9 if outside else 0.0)
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, note, box, dx, dy, ha)
+            else:
+                note.remove()
+            if cost == 0:
+                break
+        cost, note, box, dx, dy, ha = best
+        # Anchor to data coordinates so the label follows the point if the figure resizes.
+        note.remove()
+        note = ax.annotate(text, (xs[len(placed)], ys[len(placed)]), fontsize=fontsize,
+                           xytext=(dx, dy), textcoords="offset points", ha=ha, va="bottom",
+                           arrowprops=None if abs(dx) + abs(dy) < 15 else dict(
+                               arrowstyle="-", lw=0.5, color="0.5"))
+        taken.append(box)
+        placed.append(note)
+    return placed

@@ -135,3 +135,25 @@ def test_ipython_display_does_not_need_a_kernel(capsys):
     live = Live()
     live._ipython_display_()  # outside IPython, display() just prints a text form
     assert "VBox" in capsys.readouterr().out
+
+
+def test_label_points_does_not_overprint():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from leakage_lab.widgets import label_points
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs, ys = [40, 39, 38, 40.5, 20, 6, 6.5], [85, 85.5, 84, 85.2, 70, 40, 40.3]
+    ax.scatter(xs, ys)
+    notes = label_points(ax, xs, ys, [f"label {i}" for i in range(len(xs))])
+    fig.canvas.draw()
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(n) for n in notes]      # the text, without leader lines
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    plt.close(fig)
