@@ -25,13 +25,15 @@ def prune_laplace(observed, clean, p, scale):
 
 def test_gaussian_accepts_right_answer_and_the_library(capsys):
     ll.checks.gaussian_neg_log_likelihood(gaussian_nll)
-    ll.checks.gaussian_neg_log_likelihood(
-        lambda g, c, s: -ll.defenses.gaussian(s).log_prob(g, c))
-    assert capsys.readouterr().out.startswith("✓")
+    library = lambda g, c, s: -ll.defenses.gaussian(s).log_prob(g, c)  # noqa: E731
+    ll.checks.gaussian_neg_log_likelihood.__wrapped__(library)  # unguarded: it agrees
+    assert capsys.readouterr().out.count("✓") == 2
+    with pytest.raises(CheckFailed, match="write it yourself"):  # but it is no answer
+        ll.checks.gaussian_neg_log_likelihood(library)
 
 
-def _l2(g, c):
-    return ll.distances.l2(g, c)
+def _l2(g, c):  # written out: the guard refuses ll.distances.l2 in this exercise
+    return sum(jnp.sum((a - b) ** 2) for a, b in _leaves(g, c))
 
 
 def _size(tree):
@@ -61,9 +63,11 @@ def test_gaussian_hints(fn, hint):
 
 def test_prune_laplace_accepts_right_answer_and_the_library(capsys):
     ll.checks.prune_laplace_log_prob(prune_laplace)
-    ll.checks.prune_laplace_log_prob(
-        lambda g, c, p, b: ll.defenses.prune_laplace(p, b).log_prob(g, c))
-    assert capsys.readouterr().out.startswith("✓")
+    library = lambda g, c, p, b: ll.defenses.prune_laplace(p, b).log_prob(g, c)  # noqa: E731
+    ll.checks.prune_laplace_log_prob.__wrapped__(library)  # unguarded: it agrees
+    assert capsys.readouterr().out.count("✓") == 2
+    with pytest.raises(CheckFailed, match="write it yourself"):  # but it is no answer
+        ll.checks.prune_laplace_log_prob(library)
 
 
 def _per_coordinate(score):

@@ -175,8 +175,10 @@ def match(epoch_images, *, sign=-1.0, inverse=False, matched=True, average=True)
 
 def test_match_accepts_a_right_answer_and_the_library(capsys):
     ll.checks.match_epochs(match)
-    ll.checks.match_epochs(ll.matching.match_epochs)
-    assert capsys.readouterr().out.startswith("✓")
+    ll.checks.match_epochs.__wrapped__(ll.matching.match_epochs)  # unguarded: it agrees
+    assert capsys.readouterr().out.count("✓") == 2
+    with pytest.raises(CheckFailed, match="write it yourself"):  # but it is no answer
+        ll.checks.match_epochs(ll.matching.match_epochs)
 
 
 @pytest.mark.parametrize(("fn", "hint"), [

@@ -22,7 +22,9 @@ def right_l2(observed, candidate):
 
 def test_gradient_distance_accepts_right_answers(capsys):
     checks.gradient_distance(right_l2)
-    checks.gradient_distance(ll.distances.l2)
+    checks.gradient_distance.__wrapped__(ll.distances.l2)  # unguarded: the library agrees
+    with pytest.raises(checks.CheckFailed, match="write it yourself"):  # but is no answer
+        checks.gradient_distance(ll.distances.l2)
 
     def with_tree_map(observed, candidate):
         return sum(jax.tree.leaves(jax.tree.map(lambda a, b: jnp.sum((b - a) ** 2),

@@ -48,6 +48,8 @@ def _call(fn: Callable, *args, what: str):
     """Calls the learner's ``fn``; turns an exception into a hint that shows it."""
     try:
         return fn(*args)
+    except CheckFailed:  # the guard's hint (a forbidden library call) passes through
+        raise
     except Exception as err:  # noqa: BLE001 - any error in the learner's code becomes a hint
         _fail(f"Calling {what} raised {type(err).__name__}: {err}")
 

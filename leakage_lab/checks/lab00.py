@@ -16,6 +16,7 @@ from leakage_lab.checks._common import (
     _random_tree,
     _trees_close,
 )
+from leakage_lab.checks._guard import exercise
 
 __all__ = ["fedavg_average"]
 
@@ -27,6 +28,10 @@ def _average_of(trees: Sequence, weights: Sequence[float]):
     return jax.tree.map(mean, *trees)
 
 
+@exercise(
+    forbidden=("leakage_lab.fl.average",),
+    allowed=(),
+)
 def fedavg_average(fn: Callable) -> None:
     """Checks an implementation of FedAvg's server step (lab 00).
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from leakage_lab import distances
 from leakage_lab.checks._common import (
+    CheckFailed,
     _call,
     _close,
     _fail,
@@ -19,10 +20,19 @@ from leakage_lab.checks._common import (
     _scalar,
     _trees_close,
 )
+from leakage_lab.checks._guard import exercise
 
 __all__ = ["gradient_distance"]
 
 
+@exercise(
+    forbidden=(
+        "leakage_lab.distances.l2",
+        "leakage_lab.distances._l2_from_inner_products",
+        "leakage_lab.trees.tree_vdot",
+    ),
+    allowed=(),
+)
 def gradient_distance(fn: Callable) -> None:
     """Checks an implementation of DLG's gradient distance (lab 01).
 
@@ -105,6 +115,8 @@ def gradient_distance(fn: Callable) -> None:
     # 3. The attack differentiates it under jit: it must be written with jax.numpy.
     try:
         grad = jax.jit(jax.grad(lambda cand: fn(a, cand)))(b)
+    except CheckFailed:
+        raise
     except Exception as err:  # noqa: BLE001
         _fail(
             f"JAX could not differentiate {name} under jit ({type(err).__name__}). Use "

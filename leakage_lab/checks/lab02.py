@@ -13,6 +13,7 @@ from leakage_lab.checks._common import (
     _fail,
     _ok,
 )
+from leakage_lab.checks._guard import exercise
 
 __all__ = ["idlg_label"]
 
@@ -41,6 +42,10 @@ def _bias_gradient(key: jax.Array, num_classes: int, label: int, confidence: flo
     return p - np.eye(num_classes)[label]
 
 
+@exercise(
+    forbidden=("leakage_lab.labels.idlg",),
+    allowed=(),
+)
 def idlg_label(fn: Callable) -> None:
     """Checks an implementation of iDLG's sign rule (lab 02; Zhao et al., 2020).
 

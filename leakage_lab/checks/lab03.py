@@ -8,12 +8,14 @@ import jax
 import jax.numpy as jnp
 
 from leakage_lab.checks._common import (
+    CheckFailed,
     _call,
     _close,
     _fail,
     _ok,
     _scalar,
 )
+from leakage_lab.checks._guard import exercise
 
 __all__ = ["total_variation"]
 
@@ -55,6 +57,10 @@ def _tv_variants(images):
     ]
 
 
+@exercise(
+    forbidden=("leakage_lab.priors.total_variation",),
+    allowed=(),
+)
 def total_variation(fn: Callable) -> None:
     """Checks an implementation of anisotropic total variation (lab 03).
 
@@ -108,6 +114,8 @@ def total_variation(fn: Callable) -> None:
     x = jax.random.uniform(jax.random.key(30), (2, 6, 9, 3))
     try:
         grad = jax.jit(jax.grad(fn))(x)
+    except CheckFailed:
+        raise
     except Exception as err:  # noqa: BLE001
         _fail(f"JAX could not differentiate {name} under jit ({type(err).__name__}). Use "
               "jax.numpy (jnp.abs, jnp.mean), and no float() or .item() on the values.")

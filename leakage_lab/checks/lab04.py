@@ -13,6 +13,7 @@ import numpy as np
 
 from leakage_lab.checks._common import (
     _HALF_LOG_2PI,
+    CheckFailed,
     _call,
     _close,
     _fail,
@@ -21,6 +22,7 @@ from leakage_lab.checks._common import (
     _random_tree,
     _scalar,
 )
+from leakage_lab.checks._guard import exercise
 
 __all__ = ["gaussian_neg_log_likelihood", "prune_laplace_log_prob"]
 
@@ -55,6 +57,16 @@ def _gaussian_nll_variants(g: np.ndarray, c: np.ndarray, sigma: float, first: in
     ]
 
 
+@exercise(
+    forbidden=(
+        "leakage_lab.defenses._log_prob",
+        "leakage_lab.defenses._noise_logpdf",
+        "leakage_lab.defenses._gaussian_logpdf",
+        "leakage_lab.distances.l2",
+        "leakage_lab.trees.tree_vdot",
+    ),
+    allowed=(),
+)
 def gaussian_neg_log_likelihood(fn: Callable) -> None:
     """Checks ``fn(observed, candidate, sigma) = -log N(observed; candidate, σ² I)`` (lab 04).
 
@@ -96,6 +108,8 @@ def gaussian_neg_log_likelihood(fn: Callable) -> None:
     tree = _random_tree(jax.random.key(50))
     try:
         grad = jax.jit(jax.grad(lambda c: fn(tree, c, 0.5)))(_random_tree(jax.random.key(51)))
+    except CheckFailed:
+        raise
     except Exception as err:  # noqa: BLE001
         _fail(f"JAX could not differentiate {name} under jit ({type(err).__name__}): use "
               "jax.numpy and jax.tree.leaves, no float() or np. on the values.")
@@ -139,6 +153,14 @@ def _prune_laplace_variants(g: np.ndarray, c: np.ndarray, p: float, b: float):
     ]
 
 
+@exercise(
+    forbidden=(
+        "leakage_lab.defenses._log_prob",
+        "leakage_lab.defenses._noise_logpdf",
+        "leakage_lab.defenses._laplace_logpdf",
+    ),
+    allowed=(),
+)
 def prune_laplace_log_prob(fn: Callable) -> None:
     """Checks ``fn(observed, clean, p, scale)``: the prune + Laplace log-likelihood (lab 04).
 

@@ -16,6 +16,7 @@ from leakage_lab.checks._common import (
     _ok,
     _random_tree,
 )
+from leakage_lab.checks._guard import exercise
 
 __all__ = ["dp_clip_and_noise", "pair_masks"]
 
@@ -56,6 +57,15 @@ def _dp_variants(per_example: dict, c: float):
     ]
 
 
+@exercise(
+    forbidden=(
+        "leakage_lab.privacy.clip_and_noise",
+        "leakage_lab.privacy.private_gradient",
+        "leakage_lab.privacy.dp_gradient",
+        "leakage_lab.privacy._dp_gradient",
+    ),
+    allowed=("leakage_lab.trees.leaves_with_keys",),
+)
 def dp_clip_and_noise(fn: Callable) -> None:
     """Checks ``fn(per_example, clip_norm, noise_multiplier, key)``: one DP-SGD step (lab 05).
 
@@ -131,6 +141,10 @@ def dp_clip_and_noise(fn: Callable) -> None:
         f"deviation σC/m (measured {std:.3f}, expected {want_std:.3f}): one DP-SGD step.")
 
 
+@exercise(
+    forbidden=("leakage_lab.secagg._pair_mask", "leakage_lab.secagg.pairwise_mask"),
+    allowed=("leakage_lab.secagg.prg",),
+)
 def pair_masks(fn: Callable) -> None:
     """Checks ``fn(seed, u, v, length)``: client ``u``'s mask for the pair ``(u, v)`` (lab 05).
 

@@ -14,6 +14,7 @@ from leakage_lab.checks._common import (
     _ok,
     _trees_close,
 )
+from leakage_lab.checks._guard import exercise
 
 __all__ = ["client_update_loop"]
 
@@ -76,6 +77,16 @@ def _client_loop_variants(model, params, images, labels, batches, lr):
     ]
 
 
+@exercise(
+    forbidden=(
+        "leakage_lab.fl.client_steps",
+        "leakage_lab.fl.client_update",
+        "leakage_lab.fl._client_steps",
+        "leakage_lab.objective.sgd_step",
+        "leakage_lab.fedavg.simulate",
+    ),
+    allowed=("leakage_lab.fl.gradient", "leakage_lab.objective.masked_gradient"),
+)
 def client_update_loop(fn: Callable) -> None:
     """Checks ``fn(model, params, images, labels, batches, lr)``: FedAvg's client (lab 06).
 

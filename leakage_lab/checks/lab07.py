@@ -14,6 +14,7 @@ from leakage_lab.checks._common import (
     _fail,
     _ok,
 )
+from leakage_lab.checks._guard import exercise
 
 __all__ = ["fedavg_label_counts"]
 
@@ -48,6 +49,10 @@ def _counts_case(seed: int, num_classes: int = 5):
     return column_sums, server, client
 
 
+@exercise(
+    forbidden=("leakage_lab.labels.interpolate", "leakage_lab.labels.fedavg_counts"),
+    allowed=("leakage_lab.labels.geng_estimate", "leakage_lab.labels.DummyStatistics"),
+)
 def fedavg_label_counts(fn: Callable) -> None:
     """Checks ``fn(column_sums, server, client, num_samples, epochs, batch_size)`` (lab 07).
 

@@ -13,6 +13,7 @@ from leakage_lab.checks._common import (
     _fail,
     _ok,
 )
+from leakage_lab.checks._guard import exercise
 
 __all__ = ["match_epochs"]
 
@@ -62,6 +63,14 @@ def _match_variants(copies: np.ndarray):
     ]
 
 
+@exercise(
+    forbidden=(
+        "leakage_lab.matching.match_epochs",
+        "leakage_lab.matching.epoch_orders",
+        "leakage_lab.metrics.match",
+    ),
+    allowed=("leakage_lab.matching.psnr_table",),
+)
 def match_epochs(fn: Callable) -> None:
     """Checks ``fn(epoch_images)``: MatchEpoch (lab 08).
 
