@@ -6,6 +6,7 @@
     leakage-lab student OUT     # student copies of the labs (solutions stubbed) in OUT
     leakage-lab dashboard       # lab 09's classroom dashboard, under Voilà if installed
     leakage-lab workspace DIR   # the labs in a learner's folder (--student: stubbed)
+    leakage-lab site OUT        # the executed labs as a static site (--quick: quick mode)
 """
 
 from __future__ import annotations
@@ -254,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     from leakage_lab.grading import add_parser as add_grade_parser  # leakage-lab grade
 
     add_grade_parser(sub)
+    from leakage_lab.site import add_parser as add_site_parser  # leakage-lab site
+
+    add_site_parser(sub)
     args = parser.parse_args(argv)
     return args.run(args)
 
