@@ -171,3 +171,62 @@ def test_nothing_loads_from_the_network(site_dir):
                         r"fonts\.googleapis|cdn\.jsdelivr|unpkg\.com|cdnjs"):
             found = re.search(pattern, text, re.I)
             assert not found, f"{path.name} refers to the network: {found.group(0)}"
+
+
+def _lab(path, *sources):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}")] + \
+        [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+
+
+LIVE_CELL = """\
+import numpy as np
+from IPython.display import display
+import leakage_lab as ll
+from leakage_lab.engine import Frame
+truth = np.random.default_rng(0).random((1, 8, 8, 3)).astype("float32")
+live = ll.widgets.Live(truth)
+display(live)
+for k in range(90):
+    noise = np.random.default_rng(k).normal(0, 1 / (k + 1), truth.shape)
+    live.callback(Frame(step=k, loss=1 / (k + 1), best_loss=1 / (k + 1),
+                        images=np.clip(truth + noise, 0, 1), total_steps=89))
+"""
+
+
+def test_a_small_lab_keeps_its_frames_and_a_failing_lab_is_named(tmp_path, capsys):
+    """Two made-up labs: the first's Live view keeps at most MAX_FRAMES frames, evenly
+    spaced, in its page; the second fails, and the build says which lab and cell."""
+    labs = tmp_path / "labs"
+    labs.mkdir()
+    _lab(labs / "00_small.ipynb", LIVE_CELL, "live.strip(num=3)")
+    _lab(labs / "01_broken.ipynb", "x = 1", "print('before')", "1 / 0", "print('never')")
+    out = tmp_path / "site"
+    with pytest.raises(site.LabFailed) as failed:
+        site.build(out, quick=True, notebooks=labs, readme=tmp_path / "none.md",
+                   log=lambda line: None)
+    assert failed.value.lab == "01_broken.ipynb"
+    assert (failed.value.cell, failed.value.code_cell) == (3, 3)
+    assert "ZeroDivisionError" in str(failed.value)
+    page = parse(out / "00_small.html")
+    [lives] = page.json(site.FRAMES_MIME)
+    assert len(lives) == 1 and len(lives[0]["frames"]) == site.MAX_FRAMES
+    steps = [int(re.search(r"step <b>(\d+)</b>", f["text"]).group(1))
+             for f in lives[0]["frames"]]
+    assert steps[0] == 0 and steps[-1] == 89 and steps == sorted(set(steps))
+    assert page.nav == ["index.html", "01_broken.html"] * 2  # above and below the lab
+
+
+def test_the_command_exits_non_zero_naming_lab_and_cell(monkeypatch, tmp_path, capsys):
+    def fails(*args, **kwargs):
+        raise site.LabFailed("03_inverting_gradients.ipynb", 12, 7, "ValueError: bad")
+
+    monkeypatch.setattr(site, "build", fails)
+    assert cli.main(["site", str(tmp_path), "--quick", "--labs", "03"]) == 1
+    err = capsys.readouterr().err
+    assert "03_inverting_gradients.ipynb" in err and "cell 12" in err and "ValueError" in err
