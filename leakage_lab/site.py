@@ -208,6 +208,37 @@ def _recompress(b64: str) -> str:
     return base64.b64encode(smaller).decode("ascii") if len(smaller) < len(raw) else b64
 
 
+def _model_refs(value):
+    """The model ids that a saved widget state value refers to ("IPY_MODEL_<id>")."""
+    if isinstance(value, str):
+        return [value[10:]] if value.startswith("IPY_MODEL_") else []
+    if isinstance(value, dict):  # an Output widget's outputs may show other widgets
+        view = value.get(VIEW_MIME)
+        shown = [view["model_id"]] if isinstance(view, dict) and "model_id" in view else []
+        return shown + [ref for v in value.values() for ref in _model_refs(v)]
+    if isinstance(value, list):
+        return [ref for v in value for ref in _model_refs(v)]
+    return []
+
+
+def _reachable(state: dict, nb) -> dict:
+    """The saved models that a view in the notebook shows, with what they refer to and the
+    links between them; the kernel's other widgets (closed, or never shown) are dropped."""
+    todo = [output["data"][VIEW_MIME]["model_id"] for cell in nb.cells
+            for output in cell.get("outputs", []) if VIEW_MIME in output.get("data", {})]
+    seen = set()
+    while todo:
+        model_id = todo.pop()
+        if model_id in seen or model_id not in state:
+            continue
+        seen.add(model_id)
+        todo.extend(_model_refs(state[model_id]["state"]))
+    links = {k for k, m in state.items() if m.get("model_name") in
+             ("LinkModel", "DirectionalLinkModel")
+             and set(_model_refs([m["state"].get("source"), m["state"].get("target")])) <= seen}
+    return {k: m for k, m in state.items() if k in seen or k in links}
+
+
 def _prepare(executed: Executed) -> dict:
     """Shrinks the images and trims the Live views' saved state to the stored frames, in
     place; returns the widget state that goes into the page (or ``{}``)."""
@@ -220,7 +251,7 @@ def _prepare(executed: Executed) -> dict:
     widgets = nb.metadata.get("widgets", {}).get(STATE_MIME)
     if not widgets:
         return {}
-    state = widgets["state"]
+    state = widgets["state"] = _reachable(widgets["state"], nb)
     for live in executed.lives:
         last = len(live["frames"]) - 1
         for key in ("slider", "play"):
