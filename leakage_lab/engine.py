@@ -262,7 +262,8 @@ def _compiled_chunk(loss_fn, optimizer, project, to_images, window, state, data,
 def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransformation, *,
              steps: int, chunk: int = 50, tol: float = 0.0, xtol: float = 0.0,
              window: int = 25, project: Callable | None = None,
-             to_images: Callable = _images, callback: Callable | None = None) -> AttackResult:
+             to_images: Callable = _images, callback: Callable | None = None,
+             keep: str = "best") -> AttackResult:
     """Minimises ``loss_fn(variables, data)`` over ``variables`` with ``optimizer``.
 
     Args:
@@ -280,7 +281,13 @@ def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransf
         project: optional map applied after each step (e.g. clip images to [0, 1]).
         to_images: extracts the images from ``variables`` for frames.
         callback: ``callback(frame)`` after each chunk, and once at the start.
+        keep: which iterate to return: ``"best"`` (lowest loss seen) or ``"last"`` (where
+            the run ended; its loss is the last step's). ``"last"`` suits a decayed
+            sign step, whose loss can dip early at a poor image and end higher at a
+            better one. A non-finite loss always returns the best iterate.
     """
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}.")
     if steps < 1 or chunk < 1:
         raise ValueError(f"steps and chunk must be >= 1, got steps={steps}, chunk={chunk}.")
     chunk = min(chunk, steps)
@@ -318,7 +325,7 @@ def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransf
         losses.append(chunk_losses)
         done += count
         status = int(state.status)
-        if status != RUNNING or done >= steps:
+        if (status != RUNNING or done >= steps) and (keep == "best" or status == NONFINITE):
             # The last frame shows the iterate that is returned: the best one.
             state = state._replace(variables=state.best_variables)
         frames.append(frame(state, float(chunk_losses[-1]) if count else float("nan")))
@@ -329,6 +336,9 @@ def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransf
     seconds = time.perf_counter() - start
     losses_arr = np.concatenate(losses) if losses else np.zeros(0, np.float32)
     best_loss, best_step = float(state.best_loss), int(state.best_step)
+    returned = state.best_variables
+    if keep == "last" and status != NONFINITE and len(losses_arr):
+        returned, best_loss, best_step = state.variables, float(losses_arr[-1]), done - 1
     if status == NONFINITE:
         name = "non-finite"
         message = (f"Stopped: the loss became non-finite at step {done - 1}; kept the best "
@@ -347,4 +357,4 @@ def minimize(loss_fn: Callable, variables, data, optimizer: optax.GradientTransf
     return AttackResult(images=None, labels=None, losses=losses_arr, best_loss=best_loss,
                         best_step=best_step, steps=done, status=name, message=message,
                         frames=frames, seconds=seconds, compile_seconds=compile_seconds,
-                        variables=state.best_variables)
+                        variables=returned)

@@ -87,8 +87,8 @@ def reconstruct(model, params, update, *, labels, shape=None,
                 prior: Callable = priors.total_variation, prior_weight: float = 1e-4,
                 optimizer: optax.GradientTransformation | None = None, steps: int = 1000,
                 key: jax.Array, restarts: int = 1, init: Callable = jax.random.uniform,
-                project: Callable | None = optimizers.unit_box, chunk: int = 50,
-                callback: Callable | None = None,
+                keep: str = "last", project: Callable | None = optimizers.unit_box,
+                chunk: int = 50, callback: Callable | None = None,
                 factored: bool | None = None) -> engine.AttackResult:
     """Inverting Gradients (Geiping et al., NeurIPS 2020): images from a gradient, labels known.
 
@@ -117,7 +117,13 @@ def reconstruct(model, params, update, *, labels, shape=None,
         key: PRNG key; attempt ``i`` starts from ``init(split(fold_in(key, i))[0], shape)``
             (``engine.run_attack``).
         restarts: attempts from fresh random starts; the one with the lowest attack
-            loss wins (the truth is never consulted).
+            loss at its returned iterate wins (the truth is never consulted).
+        keep: ``"last"`` (default) returns where each attempt ended, as the recipe of
+            Geiping et al. does; ``"best"`` the lowest-loss iterate. With the decayed
+            sign step the loss often dips at a poor image during the first phase
+            (e.g. 1e-4 at 22 dB) and ends higher at a far better one (2e-3 at 36 dB):
+            over 5 photos × 3 seeds, ``"best"`` reached 30 dB in 8 of 15 runs and
+            ``"last"`` in 14 (``benchmarks/inverting_gradients.py``).
         init: ``init(key, shape) -> images``; default uniform noise in [0, 1].
         project: ``project(images) -> images`` after every step; default
             ``optimizers.unit_box``, ``None`` for no projection.
@@ -153,7 +159,7 @@ def reconstruct(model, params, update, *, labels, shape=None,
     def attempt(images, key):
         del key   # nothing else is drawn
         return engine.minimize(loss_fn, {"images": images}, data, optimizer, steps=steps,
-                               chunk=chunk, project=projection, callback=callback)
+                               chunk=chunk, project=projection, callback=callback, keep=keep)
 
     best, index = engine.run_attack(attempt, init=init, shape=shape, key=key,
                                     restarts=restarts, who="reconstruct")

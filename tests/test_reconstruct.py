@@ -51,11 +51,23 @@ def test_recovers_the_image(seed):
     assert res.status == "budget" and res.steps == 200 and len(res.losses) == 200
     assert res.best_loss < res.losses[0] / 20
     assert np.mean(res.losses[-20:]) < np.mean(res.losses[:20])
-    assert res.best_loss == pytest.approx(float(np.nanmin(res.losses)))
+    # keep="last" (the default): the run's last iterate, with its last loss
+    assert res.best_loss == pytest.approx(float(res.losses[-1])) and res.best_step == 199
     # the box projection keeps every iterate a valid image
     assert res.images.min() >= 0.0 and res.images.max() <= 1.0
     # a frame at the start and after every chunk of 50 steps, for the live widget
     assert [f.step for f in frames] == [0, 50, 100, 150, 200]
+
+
+def test_keep_best_returns_the_lowest_loss_iterate():
+    params, image, label, grads = problem(0)
+    res = attacks.reconstruct(MODEL, params, grads, labels=label, steps=200,
+                              key=jax.random.key(0), keep="best")
+    assert res.best_loss == pytest.approx(float(np.nanmin(res.losses)))
+    assert res.best_step == int(np.nanargmin(res.losses))
+    with pytest.raises(ValueError, match="keep must be 'best' or 'last', got 'first'"):
+        attacks.reconstruct(MODEL, params, grads, labels=label, steps=10,
+                            key=jax.random.key(0), keep="first")
 
 
 def test_reproducible_and_compiled_once():
