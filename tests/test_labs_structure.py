@@ -131,3 +131,54 @@ def test_each_lab_has_a_quiz(path):
     quizzes = [text for kind, text in cells(path) if kind == "code" and re.search(
         r"\bQuiz\s*\(", text)]
     assert quizzes, f"{path.name}: no quiz (from leakage_lab.quiz import Quiz; Quiz(...))"
+
+
+# -- trust: a threat model, the code, baselines beside scores, references ------------------
+
+THREAT_ROWS = ("Who attacks", "What it knows", "What it observes", "Success")
+ROOT = NOTEBOOKS.parent
+# A quality score computed or shown in a code cell, and the update-free guesses beside it.
+SCORE = re.compile(r"\b(psnr|ssim|rec_pct|score_batch|Rec%)\b", re.IGNORECASE)
+BASELINE = re.compile(r"\b(baseline_scores|guesses|blank_guess|pixel_mean_guess|"
+                      r"label_mean_guess)\s*\(")
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_threat_model_box_near_the_top(path):
+    top = [text for kind, text in cells(path)[:3] if kind == "markdown"]
+    box = next((text for text in top if re.search(r"^#+\s*Threat model", text, re.M)), None)
+    assert box, f"{path.name}: no '### Threat model' box among the first three cells"
+    missing = [row for row in THREAT_ROWS if f"**{row}**" not in box]
+    assert not missing, f"{path.name}: the threat model does not say {missing}"
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_says_which_module_implements_it(path):
+    text = "\n".join(t for kind, t in cells(path) if kind == "markdown")
+    line = re.search(r"\*\*The code:\*\*(.*?)(?:\n\n|$)", text, re.DOTALL)
+    assert line, f"{path.name}: no '**The code:**' line naming the modules the lab uses"
+    named = re.findall(r"`(leakage_lab/[\w/]+\.py)`", line.group(1))
+    assert named, f"{path.name}: the code line names no leakage_lab/... .py file"
+    for module in named:
+        assert (ROOT / module).exists(), f"{path.name}: names {module}, which does not exist"
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_scores_stand_beside_the_update_free_guesses(path):
+    code = "\n".join(t for kind, t in cells(path) if kind == "code")
+    if not SCORE.search(code):
+        pytest.skip(f"{path.name} scores no reconstruction")
+    assert BASELINE.search(code), (
+        f"{path.name} computes PSNR/SSIM/Rec% but never the update-free guesses "
+        "(ll.metrics.baseline_scores / guesses) to show beside them")
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_ends_with_references(path):
+    refs = [t for kind, t in cells(path) if kind == "markdown"
+            and re.search(r"^#+\s*References", t, re.M)]
+    assert refs, f"{path.name}: no '## References' section"
+    entries = re.split(r"^\s*[*-]\s+", refs[-1], flags=re.M)[1:]
+    assert entries, f"{path.name}: the references section lists nothing"
+    undated = [e[:60] for e in entries if not re.search(r"\b(19|20)\d\d\b", e)]
+    assert not undated, f"{path.name}: references without a year: {undated}"
