@@ -628,6 +628,8 @@ WIDGETS_JS = r"""/* leakage-lab site: draws saved ipywidgets state without a ker
     return (typeof v === 'string' && v.indexOf('IPY_MODEL_') === 0) ? models[v.slice(10)] : null;
   }
 
+  // Controls that do something without a kernel: linked ones and the Live views' sliders.
+  var active = {};
   // Links (widgets.jslink / jsdlink) between saved models.
   Object.keys(models).forEach(function (id) {
     var m = models[id];
@@ -635,6 +637,7 @@ WIDGETS_JS = r"""/* leakage-lab site: draws saved ipywidgets state without a ker
     var s = m.get('source') || [], t = m.get('target') || [];
     var src = ref(s[0]), dst = ref(t[0]);
     if (!src || !dst) return;
+    active[src.id] = active[dst.id] = true;
     src.on(s[1], function (v) { dst.set(t[1], v); });
     if (m.name === 'LinkModel') dst.on(t[1], function (v) { src.set(s[1], v); });
   });
@@ -645,6 +648,7 @@ WIDGETS_JS = r"""/* leakage-lab site: draws saved ipywidgets state without a ker
     var slider = models[live.slider], image = models[live.image], text = models[live.text];
     if (!slider || !image || !live.frames.length) return;
     liveImages[live.image] = live;
+    active[live.slider] = true;
     function show(v) {
       var f = live.frames[Math.max(0, Math.min(live.frames.length - 1, v | 0))];
       image.set('_src', 'data:image/png;base64,' + f.png);
@@ -774,7 +778,8 @@ WIDGETS_JS = r"""/* leakage-lab site: draws saved ipywidgets state without a ker
     var log = m.name === 'FloatLogSliderModel';
     input.min = m.get('min'); input.max = m.get('max');
     input.step = m.get('step') || (m.name === 'IntSliderModel' ? 1 : 'any');
-    input.disabled = !!m.get('disabled');
+    input.disabled = !!m.get('disabled') || !active[m.id];
+    if (!active[m.id]) input.title = 'Needs a running kernel: open the lab in Jupyter to use it';
     input.value = m.get('value');
     var readout = document.createElement('span');
     readout.className = 'llw-readout';
