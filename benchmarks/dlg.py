@@ -51,7 +51,7 @@ def main() -> None:
             "image": int(index), "seed": seed, "psnr": round(float(value), 2),
             "seconds": round(res.seconds, 3), "wall_seconds": round(wall, 3),
             "steps": res.steps, "status": res.status,
-            "label_ok": bool(np.argmax(res.labels[0]) == ds.labels[index]),
+            "label_ok": bool(int(res.labels[0]) == ds.labels[index]),
         })
         print(json.dumps(rows[-1]), flush=True, file=sys.stderr)
     psnrs = np.array([r["psnr"] for r in rows])
