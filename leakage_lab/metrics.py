@@ -149,7 +149,9 @@ def ssim(recon, truth, *, filter_size: int = 11):
     in [0, 1]::
 
         SSIM(x, y) = mean over windows of
-                     (2 mu_x mu_y + c1)(2 sigma_xy + c2) / ((mu_x^2 + mu_y^2 + c1)(sigma_x^2 + sigma_y^2 + c2))
+                        (2 mu_x mu_y + c1)(2 sigma_xy + c2)
+                     ----------------------------------------------------
+                     (mu_x^2 + mu_y^2 + c1)(sigma_x^2 + sigma_y^2 + c2)
 
     1 for identical images, about 0 for unrelated ones (it can dip below 0). Unlike PSNR it
     rewards getting the *structure* (edges, strokes) right, so it agrees better with the eye
@@ -184,7 +186,8 @@ def _public(public_images, public_labels=None):
     images = np.asarray(public_images, np.float64)
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(
-            f"public_images must be a non-empty batch [N, H, W, C], got shape {list(images.shape)}.")
+            f"public_images must be a non-empty batch [N, H, W, C], got shape "
+            f"{list(images.shape)}.")
     if public_labels is None:
         return images, None
     labels = np.asarray(public_labels).reshape(-1)
@@ -201,7 +204,8 @@ def _target_shape(truth, public):
         truth = truth[None]
     if truth.ndim != 4 or truth.shape[1:] != public.shape[1:]:
         raise ValueError(
-            f"truth must be images [N, H, W, C] shaped like the public images {list(public.shape[1:])}, "
+            f"truth must be images [N, H, W, C] shaped like the public images "
+            f"{list(public.shape[1:])}, "
             f"got shape {list(np.asarray(truth).shape)}.")
     return truth.shape
 

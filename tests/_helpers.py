@@ -1,5 +1,8 @@
 """Helpers shared by the tests."""
 
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,3 +21,26 @@ def numpy_init(model, seed):
         params[name] = {k: jnp.asarray(rng.uniform(-bound, bound, v.shape), jnp.float32)
                         for k, v in layer.items()}
     return params
+
+
+def load(path):
+    """A notebook as JSON."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def sources(nb):
+    return ["".join(c.get("source", [])) for c in nb["cells"]]
+
+
+def regions(text, begin, end):
+    """The lines strictly inside each BEGIN ... END region of one cell."""
+    found, inside = [], None
+    for line in text.split("\n"):
+        if begin in line:
+            inside = []
+        elif end in line:
+            found.append(inside)
+            inside = None
+        elif inside is not None:
+            inside.append(line)
+    return found

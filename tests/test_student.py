@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _helpers import load, regions, sources
 
 import leakage_lab.checks
 from leakage_lab import cli
@@ -28,26 +29,6 @@ STUB = "raise NotImplementedError()"
 CELL_TIMEOUT = 600
 
 
-def load(path):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def sources(nb):
-    return ["".join(c.get("source", [])) for c in nb["cells"]]
-
-
-def regions(text, begin, end):
-    """The lines strictly inside each BEGIN ... END region of one cell."""
-    found, inside = [], None
-    for line in text.split("\n"):
-        if begin in line:
-            inside = []
-        elif end in line:
-            found.append(inside)
-            inside = None
-        elif inside is not None:
-            inside.append(line)
-    return found
 
 
 def secret_lines(master, begin, end):

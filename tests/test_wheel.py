@@ -30,6 +30,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from _helpers import load, regions, sources
 
 from leakage_lab import cli
 from leakage_lab.student import student_notebook, write_student_copies
@@ -61,26 +62,6 @@ pytestmark = pytest.mark.skipif(_wheel_tooling() is not None,
                                 reason=f"cannot build a wheel offline: {_wheel_tooling()}")
 
 
-def load(path):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def sources(nb):
-    return ["".join(c.get("source", [])) for c in nb["cells"]]
-
-
-def regions(text, begin, end):
-    """The lines strictly inside each BEGIN ... END region of one cell."""
-    found, inside = [], None
-    for line in text.split("\n"):
-        if begin in line:
-            inside = []
-        elif end in line:
-            found.append(inside)
-            inside = None
-        elif inside is not None:
-            inside.append(line)
-    return found
 
 
 def _code(text):
