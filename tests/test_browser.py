@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -437,9 +438,11 @@ def voila_dashboard(tmp_path_factory):
     log = (home / "voila.log").open("w")
     env = dict(os.environ, LEAKAGE_LAB_QUICK="1", JUPYTER_CONFIG_DIR=str(home / "config"),
                XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    # A session of its own, so that stopping it also stops the kernels Voilà started.
     server = subprocess.Popen([sys.executable, "-m", "leakage_lab.cli", "dashboard",
                                f"--port={port}", "--no-browser"],
-                              cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT)
+                              cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
     base = f"http://localhost:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -459,11 +462,11 @@ def voila_dashboard(tmp_path_factory):
             time.sleep(0.5)
         yield base
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            server.kill()
+            os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log.close()
 
