@@ -18,7 +18,7 @@ The in-process tests at the end check the same wheel-mode paths of the CLI (`lab
 included, which would start JupyterLab) against a stand-in folder of student copies.
 """
 
-import importlib.util
+import importlib.metadata
 import json
 import os
 import re
@@ -44,16 +44,25 @@ BUILD_TIMEOUT = 600
 DEMO_TIMEOUT = 900  # the demo takes 30-60 s; the CPU may be shared
 
 
+def _installed(name: str) -> str | None:
+    """The installed version of a distribution, or None. Read from the package metadata:
+    ``importlib.util.find_spec("pip")`` would make setuptools' distutils shim stand down
+    for the rest of this process, and nbgrader (imported by later tests) then fails."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _wheel_tooling() -> str | None:
     """Why a wheel cannot be built offline here, or None."""
-    setuptools = importlib.util.find_spec("setuptools")  # found, not imported
+    setuptools = _installed("setuptools")
     if setuptools is None:
         return "setuptools is not installed"
-    if importlib.util.find_spec("pip") is None:
+    if _installed("pip") is None:
         return "pip is not installed"
-    folder = Path(setuptools.submodule_search_locations[0])
-    if (not (folder / "command" / "bdist_wheel.py").exists()
-            and importlib.util.find_spec("wheel") is None):
+    major, minor = (int(part) for part in setuptools.split(".")[:2])
+    if (major, minor) < (70, 1) and _installed("wheel") is None:
         return "neither setuptools >= 70.1 nor the wheel package provides bdist_wheel"
     return None
 
