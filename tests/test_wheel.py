@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import tarfile
@@ -270,12 +271,22 @@ def test_sdist_carries_student_copies_and_builds_a_wheel_with_them(source, tmp_p
 
 @pytest.fixture(scope="module")
 def venv(wheel, tmp_path_factory):
-    """A venv that sees the system's packages (JAX etc.) and holds the wheel itself."""
+    """A venv that holds the wheel itself and sees the test runner's packages (JAX etc.).
+
+    The runner's site-packages are listed in a ``.pth`` file of the new venv: their own
+    ``.pth`` hooks (an editable install of the checkout) do not run there, so nothing
+    but the wheel provides ``leakage_lab``. (``--system-site-packages`` would give the
+    base interpreter's packages instead, which a CI venv does not use.)"""
     home = tmp_path_factory.mktemp("venv")
     env_dir = home / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
-                    str(env_dir)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True,
+                   timeout=300)
     python = env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    purelib = subprocess.run([str(python), "-c",
+                              "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "test-runner-packages.pth").write_text(
+        "\n".join(site.getsitepackages()) + "\n", encoding="utf-8")
     run = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index",
                           "--force-reinstall", "--disable-pip-version-check", str(wheel)],
                          cwd=home, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
