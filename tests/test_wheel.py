@@ -249,7 +249,8 @@ def test_sdist_carries_student_copies_and_builds_a_wheel_with_them(source, tmp_p
                           "print(b.build_sdist(sys.argv[1]))", str(sdist_dir)],
                          cwd=source, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
     assert run.returncode == 0, run.stdout + run.stderr
-    (archive,) = sdist_dir.glob("leakage_lab-*.tar.gz")
+    archive = sdist_dir / run.stdout.strip().splitlines()[-1]  # leakage_lab- or leakage-lab-
+    assert archive.name.endswith(".tar.gz") and archive.exists(), run.stdout
     with tarfile.open(archive) as tar:
         names = [m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name]
         tar.extractall(tmp_path / "unpacked", filter="data")
