@@ -44,23 +44,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from _env import environment
+from _scores import THRESHOLD, summary
 
 import leakage_lab as ll
-
-THRESHOLD = 30.0
-
-
-def summary(rows: list[dict], steps: int) -> dict:
-    psnrs = np.array([r["psnr"] for r in rows])
-    secs = np.array([r["seconds"] for r in rows])
-    return {
-        "runs": len(rows),
-        "successes": int((psnrs >= THRESHOLD).sum()),
-        "success_rate": float((psnrs >= THRESHOLD).mean()),
-        "median_psnr": float(np.median(psnrs)),
-        "min_psnr": float(psnrs.min()),
-        "median_seconds_per_1000_steps": float(np.median(secs) * 1000 / steps),
-    }
 
 
 def ours(ds, model, args) -> list[dict]:

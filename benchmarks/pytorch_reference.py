@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _scores import THRESHOLD, summary
 from torch import nn
 
 _ROOT = Path(__file__).resolve().parent.parent
 # The bundled file has lived in data/ and in leakage_lab/data/files/.
 DATA_CANDIDATES = (_ROOT / "leakage_lab" / "data" / "files" / "tiny-images.npz",
                    _ROOT / "data" / "tiny-images.npz")
-THRESHOLD = 30.0
 
 
 def load_tiny_images() -> tuple[np.ndarray, np.ndarray]:
@@ -119,19 +119,6 @@ def run(images: np.ndarray, labels: np.ndarray, *, n_images: int = 5, seeds: int
                 log(rows[-1])
     return rows
 
-
-def summary(rows: list[dict], steps: int) -> dict:
-    """Success rate (PSNR >= 30 dB), median PSNR and speed of a list of rows."""
-    psnrs = np.array([r["psnr"] for r in rows])
-    secs = np.array([r["seconds"] for r in rows])
-    return {
-        "runs": len(rows),
-        "successes": int((psnrs >= THRESHOLD).sum()),
-        "success_rate": float((psnrs >= THRESHOLD).mean()),
-        "median_psnr": float(np.median(psnrs)),
-        "min_psnr": float(psnrs.min()),
-        "median_seconds_per_1000_steps": float(np.median(secs) * 1000 / steps),
-    }
 
 
 def main() -> None:
