@@ -201,6 +201,16 @@ KERNEL_IDLE_JS = """() => {
 }"""
 
 
+def write_notebook(path, code):
+    """A notebook of one code cell, for the control tests."""
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {},
+                     "source": code, "outputs": []}],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                      "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb), encoding="utf-8")
+
+
 def step_of(caption):
     """(step, total) from the Live caption "step N / M ...", or None."""
     match = re.search(r"step\s*(\d+)\s*/\s*(\d+)", caption or "")
@@ -404,12 +414,7 @@ def test_the_control_check_sees_hidden_pickers(browser, lab_server):
             "        control.layout = shared\n"
             "board._set_strength_knob('none', None)\n"
             "board")
-    buggy = {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {},
-                        "source": code, "outputs": []}],
-             "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                         "language": "python"}},
-             "nbformat": 4, "nbformat_minor": 5}
-    (root / "shared_layout.ipynb").write_text(json.dumps(buggy), encoding="utf-8")
+    write_notebook(root / "shared_layout.ipynb", code)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
         page.goto(f"{base}/lab/workspaces/shared/tree/shared_layout.ipynb?token={token}&reset",
@@ -495,12 +500,7 @@ def test_the_page_check_sees_a_broken_widget(browser, lab_server):
     code = ("from IPython.display import display\n"
             "display({'application/vnd.jupyter.widget-view+json': {'model_id': 'no-such-model',"
             " 'version_major': 2, 'version_minor': 0}, 'text/plain': 'a widget'}, raw=True)")
-    broken = {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {},
-                         "source": code, "outputs": []}],
-              "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                          "language": "python"}},
-              "nbformat": 4, "nbformat_minor": 5}
-    (root / "broken_widget.ipynb").write_text(json.dumps(broken), encoding="utf-8")
+    write_notebook(root / "broken_widget.ipynb", code)
     page = browser.new_page()
     try:
         page.goto(f"{base}/lab/workspaces/broken/tree/broken_widget.ipynb?token={token}&reset",
