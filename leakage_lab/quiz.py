@@ -12,14 +12,19 @@ returns the same feedback as text, so an answer can also be given, and tested, i
              explanations=["No: the data stays put.", "Yes.", "Then nothing is learned."])
     q                  # the widget (or its Markdown fallback)
     q.check("b")       # '✓ Right. Yes.'
+
+"Predict, then run" cells record a guess before an experiment and compare it with the
+measurement afterwards: :func:`compare_prediction`.
 """
 
 from __future__ import annotations
 
 import html
+import math
+import numbers
 from collections.abc import Sequence
 
-__all__ = ["Quiz", "ask"]
+__all__ = ["Quiz", "ask", "compare_prediction"]
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _FONT = "font-size: 18px; line-height: 1.5;"
@@ -179,3 +184,150 @@ def ask(question: str, options: Sequence[str], answer: int,
         explanations: Sequence[str] | None = None) -> Quiz:
     """Builds a :class:`Quiz`; end a notebook cell with it to show it."""
     return Quiz(question, options, answer, explanations)
+
+
+# -- "Predict, then run" ----------------------------------------------------------------
+
+
+def _as_number(value, name: str):
+    """``value`` as a Python int/float if it is a real number (or a 0-d array), else None."""
+    if isinstance(value, bool | str) or value is None:
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        if tuple(shape) != ():
+            raise TypeError(
+                f"{name} must be one number or one choice, got an array of shape "
+                f"{tuple(shape)}. Reduce it to one value first (e.g. its mean or one entry)."
+            )
+        kind = getattr(value.dtype, "kind", "")
+        if kind in "iu":
+            return int(value)
+        if kind == "f":
+            return float(value)
+        if kind == "b":
+            return None
+    return None
+
+
+def _as_choice(value):
+    """A 0-d array (a numpy bool, a numpy string) as the plain Python value."""
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _fmt(x, unit: str) -> str:
+    text = f"{x:.4g}" if isinstance(x, float) else (repr(x) if isinstance(x, str) else str(x))
+    if not unit:
+        return text
+    return f"{text}{unit}" if unit.startswith(("%", "°")) else f"{text} {unit}"
+
+
+def compare_prediction(predicted, measured, *, tolerance=None, unit: str = "") -> bool:
+    """Prints a prediction beside the measurement and whether it was right; returns that.
+
+    For a "Predict, then run" cell: the learner writes ``predicted_...`` before an
+    experiment runs; afterwards this shows both on one line.
+
+    * Numbers are right when ``|predicted - measured| <= tolerance`` (with no
+      ``tolerance``, only an exact match counts, which suits counts such as steps).
+    * Anything else (a word such as ``"on"``, a bool) is a choice, right when equal;
+      text is compared without case or surrounding spaces.
+    * ``None`` (or ``...``) means no prediction was written: that is said and
+      ``False`` returned, with the measurement still shown.
+
+    Args:
+        predicted: the learner's guess: a number, a word/choice, or None.
+        measured: what the experiment gave (a number, 0-d array, or a choice).
+        tolerance: for numbers, the largest distance still counted as right (>= 0).
+        unit: appended to the numbers when printed, e.g. ``"dB"`` or ``"%"``.
+
+    Returns:
+        True when the prediction was right.
+
+    Raises:
+        TypeError: a number compared with a choice (or the reverse), an array that is
+            not a single value, or a tolerance given for a choice.
+        ValueError: a tolerance that is negative or not a finite number, or a NaN
+            prediction.
+
+    >>> compare_prediction(20.0, 23.4, tolerance=5, unit="dB")
+    Your prediction: 20 dB · measured: 23.4 dB (tolerance ± 5 dB) → ✓ right
+    True
+    >>> compare_prediction("on", "off")
+    Your prediction: 'on' · measured: 'off' → ✗ not this time
+    False
+    >>> compare_prediction(None, 3)
+    No prediction written (the predicted_... variable is None) · measured: 3
+    False
+    """
+    if not isinstance(unit, str):
+        raise TypeError(f"unit must be text such as 'dB' or '%', got {type(unit).__name__}.")
+    if tolerance is not None:
+        if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
+            raise TypeError(
+                f"tolerance must be a number >= 0 (or None), got {tolerance!r}.")
+        if not math.isfinite(tolerance) or tolerance < 0:
+            raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}.")
+    if measured is None:
+        raise ValueError("measured is None: pass the experiment's result (a number or a choice).")
+    measured_number = _as_number(measured, "measured")
+    if predicted is None or predicted is Ellipsis:
+        shown = _fmt(measured_number if measured_number is not None else measured, unit)
+        print(f"No prediction written (the predicted_... variable is None) · measured: {shown}")
+        return False
+    predicted_number = _as_number(predicted, "predicted")
+
+    if predicted_number is not None or measured_number is not None:
+        if predicted_number is None or measured_number is None:
+            if predicted_number is None:
+                raise TypeError(
+                    f"measured is a number ({measured_number!r}) but predicted is "
+                    f"{predicted!r} ({type(predicted).__name__}): write the prediction as a "
+                    "number (no quotes), e.g. 3 or 20.5."
+                )
+            raise TypeError(
+                f"measured is the choice {measured!r} but predicted is the number "
+                f"{predicted!r}: write the prediction as one of the choices the cell names "
+                "(in quotes)."
+            )
+        if math.isnan(predicted_number):
+            raise ValueError("predicted is NaN: write a number as the prediction.")
+        if math.isnan(measured_number):
+            right = False
+        elif tolerance is None:
+            right = predicted_number == measured_number
+        else:
+            right = abs(predicted_number - measured_number) <= tolerance
+        how = ("tolerance ± " + _fmt(tolerance, unit)) if tolerance is not None else "exact match"
+        verdict = "✓ right" if right else (
+            "✗ not this time" if math.isnan(measured_number) else
+            f"✗ off by {_fmt(abs(predicted_number - measured_number), unit)}")
+        print(f"Your prediction: {_fmt(predicted_number, unit)} · measured: "
+              f"{_fmt(measured_number, unit)} ({how}) → {verdict}")
+        return right
+
+    predicted, measured = _as_choice(predicted), _as_choice(measured)
+    if tolerance is not None:
+        raise TypeError(
+            f"tolerance is for numbers; {predicted!r} and {measured!r} are choices, "
+            "compared by equality. Drop tolerance=."
+        )
+    if isinstance(predicted, str) and isinstance(measured, str):
+        right = predicted.strip().casefold() == measured.strip().casefold()
+    else:
+        right = bool(predicted == measured) if type(predicted) is type(measured) else False
+        if not right and isinstance(predicted, str) != isinstance(measured, str):
+            raise TypeError(
+                f"predicted is {predicted!r} ({type(predicted).__name__}) but measured is "
+                f"{measured!r} ({type(measured).__name__}): write the prediction as one of "
+                "the choices the cell names."
+            )
+    verdict = "✓ right" if right else "✗ not this time"
+    print(f"Your prediction: {_fmt(predicted, '')} · measured: {_fmt(measured, '')} → {verdict}")
+    return right

@@ -244,3 +244,47 @@ def test_quiz_widget_shows_feedback(quiz):
     assert "Those stay hidden." in quiz._feedback.value
     quiz.choose(0)
     assert "Only the final weights." in quiz._feedback.value
+
+
+# -- compare_prediction ("Predict, then run") ---------------------------------------------
+
+
+def test_compare_prediction_numbers_within_tolerance(capsys):
+    from leakage_lab.quiz import compare_prediction
+
+    assert compare_prediction(20.0, 23.0, tolerance=3, unit="dB") is True
+    assert "20 dB" in capsys.readouterr().out
+    assert compare_prediction(20.0, 23.5, tolerance=3, unit="dB") is False
+    assert "off by 3.5 dB" in capsys.readouterr().out
+    assert compare_prediction(3, np.int64(3)) is True  # no tolerance: exact
+    assert compare_prediction(3, jnp.array(4)) is False
+    assert compare_prediction(1.0, float("nan"), tolerance=10) is False
+
+
+def test_compare_prediction_choices_and_missing(capsys):
+    from leakage_lab.quiz import compare_prediction
+
+    assert compare_prediction(" On", "on") is True
+    assert compare_prediction("on", "off") is False
+    assert compare_prediction(True, np.True_) is True
+    capsys.readouterr()
+    assert compare_prediction(None, 2.5, unit="dB") is False
+    out = capsys.readouterr().out
+    assert "No prediction" in out and "2.5 dB" in out
+
+
+@pytest.mark.parametrize("args, kwargs, error, words", [
+    (("on", 3), {}, TypeError, "as a number"),
+    ((3, "on"), {}, TypeError, "one of the choices"),
+    ((1, 2), {"tolerance": -1}, ValueError, ">= 0"),
+    (("a", "b"), {"tolerance": 1}, TypeError, "tolerance is for numbers"),
+    ((1, np.zeros(3)), {}, TypeError, "shape (3,)"),
+    ((float("nan"), 1), {}, ValueError, "NaN"),
+    ((1, None), {}, ValueError, "measured is None"),
+])
+def test_compare_prediction_bad_input_errors_clearly(args, kwargs, error, words):
+    from leakage_lab.quiz import compare_prediction
+
+    with pytest.raises(error) as info:
+        compare_prediction(*args, **kwargs)
+    assert words in str(info.value)
