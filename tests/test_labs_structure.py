@@ -182,3 +182,132 @@ def test_ends_with_references(path):
     assert entries, f"{path.name}: the references section lists nothing"
     undated = [e[:60] for e in entries if not re.search(r"\b(19|20)\d\d\b", e)]
     assert not undated, f"{path.name}: references without a year: {undated}"
+
+
+# -- "Predict, then run" (issue 15, item 2) --------------------------------------------------
+
+PREDICT = "**Predict, then run.**"
+COMPARE = "compare_prediction"
+
+
+def _prediction_names(source):
+    """The ``predicted_*`` names a cell assigns, or a reason the cell is not just that."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as error:
+        return None, f"does not parse ({error.msg})"
+    names = []
+    for node in tree.body:
+        if not isinstance(node, ast.Assign | ast.AnnAssign) or node.value is None:
+            return None, f"does more than record a prediction (line {node.lineno})"
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        for target in targets:
+            if not (isinstance(target, ast.Name) and target.id.startswith("predicted_")):
+                return None, f"assigns {ast.unparse(target)!r}, not a predicted_... name"
+            names.append(target.id)
+        try:
+            ast.literal_eval(node.value)
+        except ValueError:
+            return None, (f"gives {names[-1]} the default {ast.unparse(node.value)!r}, "
+                          "which is not a plain value (a number, a word, True/False)")
+    if not names:
+        return None, "records nothing (write e.g. predicted_psnr_db = 20.0)"
+    return names, None
+
+
+def _comparisons(source):
+    """(name of the predicted_ variable, measured argument node) for each compare call."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if name != COMPARE or len(node.args) < 2:
+            continue
+        first = node.args[0]
+        if isinstance(first, ast.Name):
+            found.append((first.id, node.args[1]))
+    return found
+
+
+LIBRARY_CALL = re.compile(r"\bll\.(?!quiz\b)\w+\.\w+\s*\(")
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_predict_then_run(path):
+    """At least one 'Predict, then run': the question in markdown, the next code cell only
+    records ``predicted_... = <default>`` (outside solution markers), and a later cell runs
+    the experiment through the library and calls ``ll.quiz.compare_prediction`` on it."""
+    all_cells = cells(path)
+    asks = [i for i, (kind, text) in enumerate(all_cells)
+            if kind == "markdown" and PREDICT in text]
+    assert asks, (f"{path.name}: no 'Predict, then run' cell — a markdown cell with "
+                  f"'{PREDICT}' and a question is missing")
+    for index in asks:
+        where = f"{path.name} cell {index}"
+        question = all_cells[index][1].split(PREDICT, 1)[1].strip()
+        assert len(question) >= 15, f"{where}: '{PREDICT}' is not followed by the question"
+        following = [j for j in range(index + 1, len(all_cells)) if all_cells[j][0] == "code"]
+        assert following, f"{where}: no code cell after the question to record the prediction"
+        record = following[0]
+        source = all_cells[record][1]
+        assert "### BEGIN SOLUTION" not in source, \
+            f"{path.name} cell {record}: the prediction must not sit inside solution markers"
+        names, problem = _prediction_names(source)
+        assert names, f"{path.name} cell {record} (the prediction cell) {problem}"
+        later = all_cells[record + 1:]
+        for name in names:
+            uses = [(record + 1 + k, measured) for k, (kind, text) in enumerate(later)
+                    if kind == "code" for first, measured in _comparisons(text) if first == name]
+            assert uses, (f"{path.name}: {name} (cell {record}) is never compared with a "
+                          f"measurement: a later cell must call ll.quiz.{COMPARE}({name}, ...)")
+            at, measured = uses[0]
+            assert not isinstance(measured, ast.Constant), (
+                f"{path.name} cell {at}: {COMPARE}({name}, ...) compares with the constant "
+                f"{measured.value!r}; compare with what the lab measures")
+            experiment = [text for kind, text in all_cells[record + 1:at + 1] if kind == "code"]
+            assert any(LIBRARY_CALL.search(text) for text in experiment), (
+                f"{path.name}: between the prediction (cell {record}) and its comparison "
+                f"(cell {at}) no cell runs the experiment through the library (ll.<module>.…)")
+
+
+def _notebook(tmp_path, *cells_):
+    nb = {"cells": [{"cell_type": kind, "metadata": {}, "source": text,
+                     **({"outputs": [], "execution_count": None} if kind == "code" else {})}
+                    for kind, text in cells_],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "99_x.ipynb"
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    return path
+
+
+ASK = ("markdown", f"{PREDICT} Will TV on or off give the higher PSNR? Write it below.")
+RECORD = ("code", 'predicted_winner = "on"  # "on" or "off"')
+RUN = ("code", "psnr = ll.metrics.psnr(a, b)\nll.quiz.compare_prediction(predicted_winner, w)")
+
+
+@pytest.mark.parametrize("broken, words", [
+    ((("markdown", "No question here."), RECORD, RUN), "no 'Predict, then run' cell"),
+    ((ASK, ("code", 'predicted_winner = "on"\nrun()'), RUN), "does more than record"),
+    ((ASK, ("code", "winner = 'on'"), RUN), "not a predicted_... name"),
+    ((ASK, ("code", "predicted_winner = guess()"), RUN), "not a plain value"),
+    ((ASK, ("code", '### BEGIN SOLUTION\npredicted_winner = "on"\n### END SOLUTION'), RUN),
+     "solution markers"),
+    ((ASK, RECORD, ("code", "psnr = ll.metrics.psnr(a, b)")), "never compared"),
+    ((ASK, RECORD, ("code", "ll.metrics.psnr(a, b)\n"
+                            "ll.quiz.compare_prediction(predicted_winner, 'on')")), "constant"),
+    ((ASK, RECORD, ("code", "ll.quiz.compare_prediction(predicted_winner, w)")),
+     "through the library"),
+])
+def test_predict_then_run_check_catches_each_slip(tmp_path, broken, words):
+    with pytest.raises(AssertionError, match=re.escape(words)):
+        test_predict_then_run(_notebook(tmp_path, *broken))
+
+
+def test_predict_then_run_check_passes_the_convention(tmp_path):
+    test_predict_then_run(_notebook(tmp_path, ASK, RECORD, ("markdown", "Now run it."), RUN))
