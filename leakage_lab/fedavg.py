@@ -49,13 +49,16 @@ import optax
 
 from leakage_lab import distances, engine, matching, objective, optimizers, priors
 from leakage_lab._validate import check_int, check_matching
+from leakage_lab.data.dataset import Normalization
 from leakage_lab.engine import AttackResult
 from leakage_lab.models import Model
 from leakage_lab.priors import epoch_invariant, epoch_mean
 
 __all__ = [
+    "PRESETS",
     "FedAvgResult",
     "Layout",
+    "client_mesh",
     "fedavg",
     "fedavg_objective",
     "fedsgd",
@@ -213,15 +216,62 @@ def _over_clients(fn: Callable, clients):
     return jax.vmap(fn)(clients)
 
 
+CLIENTS_AXIS = "clients"
+
+
+@functools.lru_cache(maxsize=8)
+def client_mesh(devices: int | None = None) -> jax.sharding.Mesh:
+    """A one-axis :class:`jax.sharding.Mesh` (axis ``"clients"``) over the first ``devices``
+    local devices (default: all). ``independent=True`` shards the clients over it."""
+    local = jax.local_devices()
+    n = len(local) if devices is None else int(devices)
+    if not 1 <= n <= len(local):
+        raise ValueError(f"client_mesh: devices must be between 1 and the {len(local)} local "
+                         f"devices, got {devices!r}.")
+    return jax.sharding.Mesh(np.asarray(local[:n]), (CLIENTS_AXIS,))
+
+
+def _sharded_over_clients(fn: Callable, clients, shared, mesh: jax.sharding.Mesh):
+    """``fn(client, shared)`` for every client, the clients split over ``mesh``'s devices
+    (``shard_map``; the leading axis must be a multiple of the device count). Each device
+    runs its share with :func:`_over_clients`; ``shared`` is replicated."""
+    spec = jax.sharding.PartitionSpec(CLIENTS_AXIS)
+
+    def local(clients_, shared_):
+        return _over_clients(lambda c: fn(c, shared_), clients_)
+
+    mapped = jax.shard_map(local, mesh=mesh,
+                           in_specs=(spec, jax.sharding.PartitionSpec()), out_specs=spec)
+    return mapped(clients, shared)
+
+
+def _pixels(x, normalization: Normalization | None):
+    """Working space -> pixels: ``x · std + mean`` (identity without a normalisation)."""
+    if normalization is None:
+        return x
+    return (x * jnp.asarray(normalization.std, x.dtype)
+            + jnp.asarray(normalization.mean, x.dtype))
+
+
+def _working(x, normalization: Normalization | None):
+    """Pixels -> working space: ``(x - mean) / std``."""
+    if normalization is None:
+        return x
+    return ((x - jnp.asarray(normalization.mean, x.dtype))
+            / jnp.asarray(normalization.std, x.dtype))
+
+
 def fedavg_objective(model: Model, theta_s, update, images, labels, mask, *, lr,
                      layout: Layout, valid=None, independent: bool = False,
                      distance: Callable = distances.cosine,
                      invariant: Callable = epoch_mean,
                      invariant_distance: Callable = distances.mean_squared,
-                     invariant_weight=1000.0, tv_weight=1e-3, clip_weight=2.0) -> jax.Array:
+                     invariant_weight=1000.0, tv_weight=1e-3, clip_weight=2.0,
+                     normalization: Normalization | None = None, distance_scale=1.0,
+                     client_weights=None, mesh: jax.sharding.Mesh | None = None) -> jax.Array:
     """Algorithm 2, line 9 of Dimitrov et al. (TMLR 2022), for all clients:
 
-        L_sim(∇̄θc, ∇̄θ̃)  +  λ_inv L_inv(X̃)  +  λ_TV TV(X̃)  +  λ_clip R_clip(X̃)
+        s · L_sim(∇̄θc, ∇̄θ̃)  +  λ_inv L_inv(X̃)  +  λ_TV TV(X̃)  +  λ_clip R_clip(pixels(X̃))
 
     with ``∇̄θ̃ = (θs - θ̃c) / (η U)`` from the simulated client (:func:`simulate`).
 
@@ -229,7 +279,8 @@ def fedavg_objective(model: Model, theta_s, update, images, labels, mask, *, lr,
         model, theta_s: the network and the weights the server sent.
         update: the observed average update ``∇̄θc = (θs - θc) / (η U)``; with
             ``independent``, stacked over the clients (leading axis).
-        images: the variables ``[clients, copies, S, n, H, W, C]``.
+        images: the variables ``[clients, copies, S, n, H, W, C]``, in the working space:
+            what the network is fed (normalised images when ``normalization`` is given).
         labels, mask: ``[clients, S, n]``, the attacker's split (mask 0: empty slot).
         lr: η; layout: the method's :class:`Layout`.
         valid: the indices of the real slots among ``S · n`` (default all).
@@ -237,11 +288,54 @@ def fedavg_objective(model: Model, theta_s, update, images, labels, mask, *, lr,
             of their separate losses; otherwise the simulated weights are averaged and
             compared with the observed average.
         distance: ``L_sim``; invariant, invariant_distance: ``g`` and ``D`` of the
-            epoch order-invariant prior (``priors.epoch_invariant``).
+            epoch order-invariant prior (``priors.epoch_invariant``), on the variables.
         invariant_weight, tv_weight, clip_weight: λ_inv, λ_TV, λ_clip.
+        normalization: ``data.Normalization`` of the network's input, or ``None`` (the
+            network is fed pixels). The box penalty ``R_clip`` is taken on the pixels
+            ``X̃ · std + mean``; TV and the prior on the variables.
+        distance_scale: ``s``, a factor on ``L_sim`` (the released code's ramp).
+        client_weights: with ``independent``, ``[clients]`` weights of the clients'
+            losses (0 for padding); default all 1.
+        mesh: with ``independent``, a mesh (axis ``"clients"``) to split the clients over
+            (``shard_map``); the number of clients must be a multiple of its size.
     """
     x = images
     valid = tuple(range(x.shape[2] * x.shape[3])) if valid is None else tuple(valid)
+    local_steps = layout.rate * layout.epochs * layout.steps_per_epoch
+    view = _epoch_view(valid)
+
+    def penalties(xs, per_image, reduce, weights):
+        value = 0.0
+        if layout.copies > 1 and layout.prior:
+            value += weights["inv"] * reduce(
+                jax.vmap(lambda e: epoch_invariant(e, invariant, invariant_distance))(view(xs)))
+        flat = xs.reshape(-1, *xs.shape[4:])   # TV and the box penalty are image means
+        value += per_image * weights["tv"] * priors.total_variation(flat)
+        value += per_image * weights["clip"] * priors.clip(_pixels(flat, normalization))
+        return value
+
+    weights = {"inv": invariant_weight, "tv": tv_weight, "clip": clip_weight}
+    if independent:
+        def one_client(client, shared):
+            client_images, client_labels, client_mask, client_update = client
+            theta = simulate(model, shared["theta_s"], client_images, client_labels,
+                             client_mask, lr=shared["lr"], layout=layout)
+            simulated = jax.tree.map(lambda s, t: (s - t) / (shared["lr"] * local_steps),
+                                     shared["theta_s"], theta)
+            value = shared["s"] * distance(client_update, simulated)
+            return value + penalties(client_images[None], 1, jnp.sum, shared["w"])
+
+        clients = (x, labels, mask, update)
+        shared = {"theta_s": theta_s, "lr": jnp.asarray(lr, jnp.float32),
+                  "s": jnp.asarray(distance_scale, jnp.float32),
+                  "w": jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), weights)}
+        if mesh is None:
+            per_client = _over_clients(lambda c: one_client(c, shared), clients)
+        else:
+            per_client = _sharded_over_clients(one_client, clients, shared, mesh)
+        if client_weights is not None:
+            per_client = per_client * client_weights
+        return jnp.sum(per_client)
 
     def one_client(client):
         client_images, client_labels, client_mask = client
@@ -249,40 +343,59 @@ def fedavg_objective(model: Model, theta_s, update, images, labels, mask, *, lr,
                         layout=layout)
 
     thetas = _over_clients(one_client, (x, labels, mask))
-    scale = lr * (layout.rate * layout.epochs * layout.steps_per_epoch)
-    if independent:
-        simulated = jax.tree.map(lambda s, t: (s[None] - t) / scale, theta_s, thetas)
-        value = jnp.sum(jax.vmap(distance)(update, simulated))
-        reduce, per_image = jnp.sum, x.shape[0]
-    else:
-        theta = jax.tree.map(lambda t: jnp.mean(t, axis=0), thetas)
-        simulated = jax.tree.map(lambda s, t: (s - t) / scale, theta_s, theta)
-        value = distance(update, simulated)
-        reduce, per_image = jnp.mean, 1
-    if layout.copies > 1 and layout.prior:
-        epochs = _epoch_view(valid)(x)
-        value += invariant_weight * reduce(
-            jax.vmap(lambda e: epoch_invariant(e, invariant, invariant_distance))(epochs))
-    flat = x.reshape(-1, *x.shape[4:])   # TV and the box penalty are image means
-    value += per_image * tv_weight * priors.total_variation(flat)
-    value += per_image * clip_weight * priors.clip(flat)
-    return value
+    theta = jax.tree.map(lambda t: jnp.mean(t, axis=0), thetas)
+    simulated = jax.tree.map(lambda s, t: (s - t) / (lr * local_steps), theta_s, theta)
+    return distance_scale * distance(update, simulated) + penalties(x, 1, jnp.mean, weights)
 
 
 @functools.lru_cache(maxsize=32)
 def _loss(model: Model, layout: Layout, distance: Callable, invariant: Callable,
-          invariant_distance: Callable, valid: tuple[int, ...], independent: bool):
-    """:func:`fedavg_objective` over the engine's variables; cached for compiled reuse."""
+          invariant_distance: Callable, valid: tuple[int, ...], independent: bool,
+          normalization: Normalization | None = None, ramp: tuple[float, int] | None = None,
+          mesh: jax.sharding.Mesh | None = None):
+    """:func:`fedavg_objective` over the engine's variables; cached for compiled reuse.
+
+    ``ramp = (end, steps)``: ``L_sim`` is scaled by a factor that grows linearly from 1 at
+    step 0 to ``end`` at step ``steps - 1``; the step is counted in ``variables["step"]``
+    (advanced by :func:`_count_steps`, never by the optimiser)."""
 
     def loss(variables, data):
+        factor = 1.0
+        if ramp is not None:
+            end, steps = ramp
+            t = jax.lax.stop_gradient(variables["step"])
+            factor = 1.0 + (end - 1.0) * jnp.minimum(t / max(steps - 1, 1), 1.0)
         return fedavg_objective(
             model, data["theta_s"], data["target"], variables["images"], data["labels"],
             data["mask"], lr=data["lr"], layout=layout, valid=valid, independent=independent,
             distance=distance, invariant=invariant, invariant_distance=invariant_distance,
             invariant_weight=data["invariant_weight"], tv_weight=data["tv_weight"],
-            clip_weight=data["clip_weight"])
+            clip_weight=data["clip_weight"], normalization=normalization,
+            distance_scale=factor, client_weights=data.get("client_weights"), mesh=mesh)
 
     return loss
+
+
+@functools.lru_cache(maxsize=32)
+def _count_steps(project: Callable | None, normalization: Normalization | None):
+    """The engine's ``project``: ``project`` on the pixels (if any), and the step count +1."""
+
+    def after_step(variables):
+        out = dict(variables)
+        if project is not None:
+            out["images"] = _working(project(_pixels(variables["images"], normalization)),
+                                     normalization)
+        if "step" in variables:
+            out["step"] = variables["step"] + 1.0
+        return out
+
+    return after_step
+
+
+@functools.lru_cache(maxsize=32)
+def _first_copy_pixels(valid: tuple[int, ...], normalization: Normalization | None):
+    first = _first_copy(valid)
+    return lambda variables: _pixels(first(variables), normalization)
 
 
 def _as_counts(model: Model, label_counts, num_samples, who: str) -> np.ndarray:
@@ -311,34 +424,136 @@ def _as_counts(model: Model, label_counts, num_samples, who: str) -> np.ndarray:
     return c
 
 
+def _as_normalization(normalization, channels: int, who: str) -> Normalization | None:
+    """``None``, a ``(mean, std)`` pair, a ``data.Normalization`` or a ``data.Dataset``
+    (its declared ``normalization``) -> a checked ``Normalization`` or ``None``."""
+    if normalization is None:
+        return None
+    declared = getattr(normalization, "normalization", None)
+    if isinstance(declared, Normalization):
+        normalization = declared
+    try:
+        mean, std = normalization
+        mean = np.atleast_1d(np.asarray(mean, np.float64))
+        std = np.atleast_1d(np.asarray(std, np.float64))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{who}: normalization must be (mean, std) per channel, a "
+                         f"data.Normalization or a data.Dataset, got {normalization!r}."
+                         ) from err
+    if mean.ndim != 1 or std.ndim != 1 or len(mean) != len(std):
+        raise ValueError(f"{who}: normalization must give one mean and one std per channel, "
+                         f"got mean {mean.tolist()} and std {std.tolist()}.")
+    if len(mean) != channels:
+        raise ValueError(f"{who}: the normalization has {len(mean)} channel(s) (mean "
+                         f"{mean.tolist()}, std {std.tolist()}), but the model's images have "
+                         f"{channels}; expected {channels} mean(s) and std(s).")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+        raise ValueError(f"{who}: normalization needs finite means and stds > 0, got mean "
+                         f"{mean.tolist()}, std {std.tolist()}.")
+    return Normalization(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+
+
+# ---------------------------------------------------------------------------------------
+# Presets
+
+
+def _layer_l2(layers: tuple[str, ...], batches: int) -> Callable:
+    """The released code's ``l2`` metric: ``sum_l e^(-3 l/(L-1)) ||g_l - g'_l||² / B``, the
+    layers in forward order (first weight 1, last e^-3)."""
+    count = len(layers)
+    weights = {name: math.exp(-3.0 * i / max(count - 1, 1)) / batches
+               for i, name in enumerate(layers)}
+    return distances.layer_weighted(distances.l2, weights)
+
+
+@functools.lru_cache(maxsize=8)
+def _smooth_adam(learning_rate: float = 0.4, decay: float = 0.995, every: int = 10):
+    """Adam whose rate decays smoothly: ``rate · decay^(step / every)``."""
+    return optax.adam(optax.exponential_decay(learning_rate, every, decay, staircase=False))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(steps=200, distance="cosine", invariant_weight=1.0, ramp=None,
+                  optimizer=("staircase", 0.4, 0.995, 10), keep="best", restarts=1,
+                  init="auto"),
+    "released-code": dict(steps=400, distance="layer-l2", invariant_weight=1000.0,
+                          ramp=2.0, optimizer=("smooth", 0.4, 0.995, 10), keep="last",
+                          restarts=1, init="normal"),
+}
+"""The settings each ``preset`` of :func:`fedavg` fills in (explicit keywords override)."""
+
+
+def _check_preset(preset: str, who: str) -> dict[str, Any]:
+    if preset not in PRESETS:
+        raise ValueError(f"{who}: unknown preset {preset!r}; valid presets: "
+                         f"{', '.join(repr(p) for p in PRESETS)}.")
+    return PRESETS[preset]
+
+
 def fedavg(model: Model, theta_s, update, *, label_counts, lr: float, epochs: int,
-           batch_size: int, steps: int = 200, key: jax.Array,
+           batch_size: int, steps: int | None = None, key: jax.Array,
+           preset: str = "paper",
            method: Callable[[int, int], Layout] = per_batch,
-           distance: Callable = distances.cosine, invariant: Callable = epoch_mean,
+           distance: Callable | None = None, invariant: Callable = epoch_mean,
            invariant_distance: Callable = distances.mean_squared,
-           invariant_weight: float = 1.0,
+           invariant_weight: float | None = None,
            tv_weight: float = 1e-3, clip_weight: float = 2.0,
            optimizer: optax.GradientTransformation | None = None,
-           init: Callable = jax.random.uniform, project: Callable | None = None,
+           init: Callable | None = None, project: Callable | None = None,
+           normalization=None, keep: str | None = None,
            num_samples: int | None = None, local_steps: int | None = None,
-           independent: bool = False, restarts: int = 1, chunk: int = 25,
+           independent: bool = False, devices: int | None = None,
+           restarts: int | None = None, chunk: int = 25,
            callback: Callable | None = None) -> AttackResult:
     """The attack of Dimitrov et al. (TMLR 2022, Algorithm 2) on FedAvg client weights.
 
     Minimises over dummy images X̃ (laid out by ``method``)
 
-        L_sim(∇̄θc, ∇̄θ̃) + λ_inv L_inv(X̃) + λ_TV TV(X̃) + λ_clip R_clip(X̃)
+        s · L_sim(∇̄θc, ∇̄θ̃) + λ_inv L_inv(X̃) + λ_TV TV(X̃) + λ_clip R_clip(pixels(X̃))
 
     where ``∇̄θc = (θs - θc)/(η U)`` is the observed average update, ``∇̄θ̃`` the same for
     the simulated client (:func:`simulate`, differentiated end to end through its local
     steps), ``L_inv`` the epoch order-invariant prior (``priors.epoch_invariant``),
-    ``TV`` the anisotropic total variation and ``R_clip = mean(relu(x-1)² + relu(-x)²)``
-    (``priors.clip``, a box penalty after Geng et al.). The defaults are the paper's
-    FEMNIST settings (App. B.2) except λ_inv (see ``invariant_weight``): cosine
-    ``L_sim``, ``g`` = mean with ``D`` = squared l2, λ_inv = 1 (the paper: 1000),
-    λ_TV = 1e-3, λ_clip = 2, 200 steps of Adam at rate 0.4 decayed by 0.995 every 10
-    steps (``optimizers.staircase_adam``). The result is matched and averaged over
-    epochs by MatchEpoch (``matching.match_epochs``).
+    ``TV`` the anisotropic total variation, ``R_clip = mean(relu(x-1)² + relu(-x)²)``
+    (``priors.clip``, a box penalty after Geng et al.) and ``s`` 1, or the released
+    code's ramp. The result is matched and averaged over epochs by MatchEpoch
+    (``matching.match_epochs``).
+
+    **The working space.** ``normalization`` says what the client's network was fed:
+    ``None`` (default), the pixels in [0, 1] as they are (every lab's client); or the
+    data's normalisation ``(x - mean) / std`` per channel, given as ``(mean, std)``, a
+    ``data.Normalization`` or a ``data.Dataset`` (its declared ``ds.normalization``, the
+    per-channel mean and std of its images; e.g. ``normalization=ds`` for a client that
+    fed ``ds.normalization.normalize(x)``). The attack works where the network works: the
+    variables X̃ are the network's (normalised) inputs, start from N(0, 1) there, the box
+    penalty and ``project`` act on the pixels ``X̃ · std + mean``, and TV and the prior on
+    X̃. The results are pixels. The released code of Dimitrov et al. works this way
+    (FEMNIST: mean 0.964, std 0.158); on a white background it matters (see
+    ``benchmarks/fedavg_paper_scale.py``).
+
+    **Presets** (``preset=``; every keyword given explicitly overrides its preset value):
+
+    * ``"paper"`` (default): the paper's text (App. B.2, FEMNIST): cosine ``L_sim``,
+      ``s = 1``, 200 steps of Adam at 0.4 decayed by 0.995 every 10 steps (staircase,
+      ``optimizers.staircase_adam``), the lowest-loss iterate, one attempt; the start is
+      U(0, 1) without a normalisation and N(0, 1) in the normalised space with one;
+      λ_inv = 1, not the paper's 1000 (on the bundled digits 1000 freezes the images with
+      the cosine: 7.2 dB against 13.2 dB without the prior on one client at E = 10, m = 5,
+      N = 50; weights up to about 3 act as no prior).
+    * ``"released-code"``: the authors' public FEMNIST scripts (``--att_metric l2``), as
+      far as the library can express them: ``L_sim`` the squared L2 distance of each
+      layer's update weighted ``e^0, e^-1/…, e^-3`` from the first to the last layer
+      (``e^(-3 l/(L-1))``, layers in the order of ``theta_s``), divided by B; ``s`` ramped
+      linearly from 1 at the first step to 2 at the last; 400 steps of Adam at 0.4 with a
+      smooth exponential decay (``0.4 · 0.995^(t/10)``); the last iterate; one attempt;
+      the start N(0, 1) (in the normalised space when ``normalization`` is given);
+      λ_inv = 1000, the weight that belongs to that L2 on normalised images.
+
+    What the preset does not change (facts about the released code that are data or
+    network choices, not attack settings): it feeds 28×28×1 images to a network whose
+    second convolution is 3×3 SAME (first dense layer 3,136 wide, not Table 5's 5,184),
+    uses flax's default initialisation with one fixed key for every client, and takes a
+    LEAF writer's first 50 images as a client.
 
     The labels: ``label_counts`` (known, or estimated with ``labels.fedavg_counts``) are
     expanded into N labels, shuffled once with ``key`` and cut into ``B = ceil(N/m)``
@@ -349,12 +564,15 @@ def fedavg(model: Model, theta_s, update, *, label_counts, lr: float, epochs: in
     plain average of the clients' weights. Every client is simulated on its own
     variables and the simulated weights are averaged before they are compared.
 
-    Many clients at once: with ``independent=True``, ``update`` is a list of C clients'
-    own weights (each seen by the server) and ``label_counts`` has C rows; the C attacks
-    run in one optimisation whose loss is the sum of theirs (Adam treats every pixel on
-    its own, so each client's images follow their own attack; only the best step is
-    chosen on the sum). On a GPU the clients are simulated in parallel (vmap); on a CPU
-    one after the other.
+    **Many clients, many devices:** with ``independent=True``, ``update`` is a list of C
+    clients' own weights (each seen by the server) and ``label_counts`` has C rows; the C
+    attacks run in one optimisation whose loss is the sum of theirs (Adam treats every
+    pixel on its own, so each client's images follow their own attack; only the best
+    step is chosen on the sum). The clients are split over ``devices`` local devices
+    (default all; ``jax.sharding`` mesh axis ``"clients"``, ``jax.shard_map``), padded
+    to a multiple of the device count with copies of the first client that weigh 0;
+    on each device its clients run in parallel (vmap) on a GPU or TPU and one after the
+    other on a CPU.
 
     Args:
         model: the attacked network.
@@ -367,9 +585,10 @@ def fedavg(model: Model, theta_s, update, *, label_counts, lr: float, epochs: in
         lr: the client's learning rate η.
         epochs: the client's local epochs E.
         batch_size: the client's batch size m.
-        steps: attack optimisation steps.
+        steps: attack optimisation steps (preset: 200 / 400).
         key: PRNG key: the label split and the initial images (attempt ``i`` starts from
             ``init(split(fold_in(key, i))[0], shape)``, ``engine.run_attack``).
+        preset: ``"paper"`` or ``"released-code"`` (above).
         method: the variable layout, ``method(E, B) -> Layout``: :func:`per_batch`
             (default, "Ours"), :func:`shared`, :func:`fedsgd_epoch` or :func:`fedsgd`.
         distance: ``L_sim(observed, simulated)`` over update trees; ``distances.cosine``
@@ -379,44 +598,55 @@ def fedavg(model: Model, theta_s, update, *, label_counts, lr: float, epochs: in
             whose copies need tying.
         invariant_distance: ``D(a, b)``: ``distances.mean_squared`` or
             ``distances.mean_absolute``.
-        invariant_weight: λ_inv; 0 gives "Ours (no prior)". The default, 1, is not the
-            paper's FEMNIST weight (1000): on the bundled digits 1000 is too strong and
-            the images freeze (7.2 dB against 13.2 dB without the prior on one client at
-            E = 10, m = 5, N = 50; 8.7 dB against 15.8 dB at weight 1 with N = 4, E = 2,
-            m = 2, below the 11.1 dB of the pixel-mean guess), and weights up to about 3
-            act as no prior (``benchmarks/fedavg.py`` and lab 08 say what they use).
+        invariant_weight: λ_inv; 0 gives "Ours (no prior)" (preset: 1 / 1000).
         tv_weight: λ_TV.
         clip_weight: λ_clip.
-        optimizer: an optax transformation; default ``optimizers.staircase_adam(0.4, 0.995, 10)``.
-        init: ``init(key, shape) -> images``, the random start; default U(0, 1).
-        project: optional ``project(images) -> images`` after every step (e.g.
-            ``attacks.unit_box``); the paper uses none.
+        optimizer: an optax transformation (preset: staircase / smooth decayed Adam).
+        init: ``init(key, shape) -> images`` in the working space, the random start
+            (preset: U(0, 1), or N(0, 1) with a normalisation / for "released-code").
+        project: optional ``project(pixels) -> pixels`` after every step (e.g.
+            ``optimizers.unit_box``); applied to the pixels; the paper uses none.
+        normalization: the network's input normalisation (above); ``None``: pixels.
+        keep: ``"best"`` (lowest loss) or ``"last"`` iterate (preset: best / last).
         num_samples: the client's N, if known separately; checked against the counts.
         local_steps: the number of local steps U the server was told, if any; checked
             against ``E · ceil(N/m)``.
         independent: attack the separate updates in ``update`` (a list) at once, rather
             than one aggregate.
-        restarts: attempts from fresh random starts; the lowest loss wins.
+        devices: with ``independent``, how many local devices to split the clients over
+            (default all).
+        restarts: attempts from fresh random starts; the lowest loss wins (preset: 1).
         chunk: steps per jitted chunk; ``callback(frame)`` runs between chunks (e.g.
             ``widgets.Live(truth).callback``).
 
     Returns:
         An ``engine.AttackResult`` (``FedAvgResult`` is the same type): ``images`` the
-        reconstruction after MatchEpoch, ``[clients · N, H, W, C]`` (unclipped; clip to
-        [0, 1] to display), in the order of ``labels`` (int ``[clients · N]``, the label
-        the attack assumed for each image); ``epoch_images`` the reconstruction of every
-        copy, ``[copies, clients · N, H, W, C]`` (copies = E for ``per_batch`` and
-        ``fedsgd_epoch``, 1 otherwise), each in the attacker's batch order;
-        ``batch_labels`` and ``mask`` ``[clients, S, n]``, the attacker's split of the
-        labels into one simulated epoch's batches (``mask == 0``: an empty slot). The
-        frames show the first copy (usable by ``widgets.Live``).
+        reconstruction after MatchEpoch, in pixels, ``[clients · N, H, W, C]``
+        (unclipped; clip to [0, 1] to display), in the order of ``labels`` (int
+        ``[clients · N]``, the label the attack assumed for each image); ``epoch_images``
+        the reconstruction of every copy, ``[copies, clients · N, H, W, C]`` (copies = E
+        for ``per_batch`` and ``fedsgd_epoch``, 1 otherwise), each in the attacker's batch
+        order; ``batch_labels`` and ``mask`` ``[clients, S, n]``, the attacker's split of
+        the labels into one simulated epoch's batches (``mask == 0``: an empty slot). The
+        frames show the first copy, in pixels (usable by ``widgets.Live``).
 
     Raises:
-        ValueError: for trees of different structure, counts that are not non-negative
-            integers ``[K]``, counts that do not sum to ``num_samples``, ``local_steps``
-            not equal to ``E · ceil(N/m)``, or non-positive E, m, η or steps.
+        ValueError: for an unknown preset (the message lists the valid ones), a
+            normalisation whose channel count is not the model's, trees of different
+            structure, counts that are not non-negative integers ``[K]``, counts that do
+            not sum to ``num_samples``, ``local_steps`` not equal to ``E · ceil(N/m)``, or
+            non-positive E, m, η or steps.
     """
     who = "attacks.fedavg"
+    settings = _check_preset(preset, who)
+    norm = _as_normalization(normalization, model.input_shape[-1], who)
+    steps = settings["steps"] if steps is None else steps
+    invariant_weight = (settings["invariant_weight"] if invariant_weight is None
+                        else invariant_weight)
+    restarts = settings["restarts"] if restarts is None else restarts
+    keep = settings["keep"] if keep is None else keep
+    if keep not in ("best", "last"):
+        raise ValueError(f"{who}: keep must be 'best' or 'last', got {keep!r}.")
     if independent:
         if not isinstance(update, (list, tuple)) or not update:
             raise ValueError(f"{who}: with independent=True, update must be a non-empty list "
@@ -444,6 +674,17 @@ def fedavg(model: Model, theta_s, update, *, label_counts, lr: float, epochs: in
     if not isinstance(layout, Layout):
         raise ValueError(f"{who}: method must return a fedavg.Layout, got {layout!r}; use "
                          "fedavg.per_batch, shared, fedsgd_epoch or fedsgd.")
+    if distance is None:
+        distance = (distances.cosine if settings["distance"] == "cosine"
+                    else _layer_l2(tuple(theta_s), batches))
+    if optimizer is None:
+        kind, *args = settings["optimizer"]
+        optimizer = (optimizers.staircase_adam(*args) if kind == "staircase"
+                     else _smooth_adam(*args))
+    if init is None:
+        normal = settings["init"] == "normal" or norm is not None
+        init = jax.random.normal if normal else jax.random.uniform
+    ramp = None if settings["ramp"] is None else (float(settings["ramp"]), int(steps))
     width = batch_size if layout.steps_per_epoch > 1 else n
     slots = layout.steps_per_epoch * width
 
@@ -466,31 +707,49 @@ def fedavg(model: Model, theta_s, update, *, label_counts, lr: float, epochs: in
         return jax.tree.map(lambda s, t: (jnp.asarray(s) - jnp.asarray(t)) / (lr * total_steps),
                             theta_s, theta)
 
-    target = (jax.tree.map(lambda *t: jnp.stack(t), *map(average_update, update))
-              if independent else average_update(update))
+    mesh, pad = None, 0
+    if independent:
+        mesh = client_mesh(devices)
+        pad = -clients % mesh.size
+        # Padding: copies of the first client, whose losses weigh 0.
+        rows = np.concatenate([np.arange(clients), np.zeros(pad, np.int64)])
+        target = jax.tree.map(lambda *t: jnp.stack(t),
+                              *[average_update(update[int(r)]) for r in rows])
+        labels_in, masks_in = labels[rows], masks[rows]
+    else:
+        target, labels_in, masks_in = average_update(update), labels, masks
     data: dict[str, Any] = {
         "theta_s": jax.tree.map(jnp.asarray, theta_s), "target": target,
-        "labels": jnp.asarray(labels), "mask": jnp.asarray(masks),
+        "labels": jnp.asarray(labels_in), "mask": jnp.asarray(masks_in),
         "lr": jnp.asarray(lr, jnp.float32),
         "invariant_weight": jnp.asarray(invariant_weight, jnp.float32),
         "tv_weight": jnp.asarray(tv_weight, jnp.float32),
         "clip_weight": jnp.asarray(clip_weight, jnp.float32),
     }
+    if independent:
+        data["client_weights"] = jnp.asarray(np.r_[np.ones(clients), np.zeros(pad)],
+                                             jnp.float32)
     shape = (clients, layout.copies, layout.steps_per_epoch, width, *model.input_shape)
     loss_fn = _loss(model, layout, distance, invariant, invariant_distance, valid,
-                    bool(independent))
-    optimizer = optimizer if optimizer is not None else optimizers.staircase_adam()
-    projection = None if project is None else optimizers.on_images(project)
+                    bool(independent), norm, ramp, mesh)
+    after_step = _count_steps(project, norm) if (project is not None or ramp) else None
+    to_images = _first_copy_pixels(valid, norm)
 
     def attempt(images, key):
         del key   # nothing else is drawn
-        return engine.minimize(loss_fn, {"images": images}, data, optimizer, steps=steps,
-                               chunk=int(chunk), project=projection,
-                               to_images=_first_copy(valid), callback=callback)
+        if pad:
+            images = jnp.concatenate([images, jnp.repeat(images[:1], pad, axis=0)])
+        variables = {"images": images}
+        if ramp is not None:
+            variables["step"] = jnp.zeros((), jnp.float32)
+        return engine.minimize(loss_fn, variables, data, optimizer, steps=steps,
+                               chunk=int(chunk), project=after_step, to_images=to_images,
+                               callback=callback, keep=keep)
 
     out, index = engine.run_attack(attempt, init=init, shape=shape, key=key,
                                    restarts=restarts, who=who)
-    per_copy = np.asarray(_epoch_view(valid)(out.variables["images"]))   # [C, copies, N, ...]
+    final = out.variables["images"][:clients]
+    per_copy = np.asarray(_pixels(_epoch_view(valid)(final), norm))   # [C, copies, N, ...]
     matched = np.concatenate([matching.match_epochs(per_copy[c]) for c in range(clients)])
     flat_labels = labels.reshape(clients, -1)[:, list(valid)].reshape(-1)
     return engine.attack_result(out, flat_labels, images=matched,

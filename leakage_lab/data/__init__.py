@@ -2,8 +2,10 @@
 
 Three real data sets ship inside the package (:mod:`~leakage_lab.data.bundled`) and
 load offline: ``"digits"`` (MNIST, 28x28x1), ``"faces"`` (LFW, 25x25x1) and
-``"tiny-images"`` (32x32 photo crops). Larger sets are read from their official file
-formats in a local folder ``root`` (:mod:`~leakage_lab.data.real`): ``"cifar10"``,
+``"tiny-images"`` (32x32 photo crops). ``"femnist-like"`` (and ``"femnist-like-62"``,
+relabelled from 62 classes) is a white-background stand-in for FEMNIST built from the
+digits at load time (:mod:`~leakage_lab.data.standin`). Larger sets are read from their
+official file formats in a local folder ``root`` (:mod:`~leakage_lab.data.real`): ``"cifar10"``,
 ``"cifar100"``, ``"mnist"``, ``"emnist"``, ``"femnist"``.
 
 The package, one concept per module:
@@ -11,6 +13,7 @@ The package, one concept per module:
 * :mod:`~leakage_lab.data.dataset`: the :class:`Dataset` container and :class:`DataError`;
 * :mod:`~leakage_lab.data.bundled`: the bundled sets (files in ``data/files/``, with
   their sources and licences in ``files/README.md``);
+* :mod:`~leakage_lab.data.standin`: the white-background FEMNIST-like stand-in;
 * :mod:`~leakage_lab.data.formats`: the CIFAR binary, IDX and LEAF JSON decoders;
 * :mod:`~leakage_lab.data.limits`: byte caps and streamed reading for untrusted files;
 * :mod:`~leakage_lab.data.download`: HTTPS downloads with SHA-256, size cap and deadline;
@@ -19,7 +22,8 @@ The package, one concept per module:
   train/test splits, each driven by an explicit PRNG key.
 
 Every loader returns a :class:`Dataset` with float32 images ``[N, H, W, C]`` in
-``[0, 1]`` and int32 labels:
+``[0, 1]`` and int32 labels; ``ds.normalization`` is its declared input normalisation
+(:class:`Normalization`, the per-channel mean and std of its images):
 
     >>> from leakage_lab import data
     >>> ds = data.load("digits")
@@ -41,7 +45,7 @@ from __future__ import annotations
 import os
 
 from leakage_lab.data.bundled import BUNDLED, load_bundled
-from leakage_lab.data.dataset import DataError, Dataset, subset
+from leakage_lab.data.dataset import DataError, Dataset, Normalization, normalization, subset
 from leakage_lab.data.download import DOWNLOADS, SIZES, fetch
 from leakage_lab.data.formats import parse_cifar, parse_idx
 from leakage_lab.data.partition import (
@@ -60,6 +64,7 @@ from leakage_lab.data.real import (
     load_femnist,
     load_mnist,
 )
+from leakage_lab.data.standin import STANDINS, femnist_like
 
 __all__ = [
     "BUNDLED",
@@ -68,10 +73,14 @@ __all__ = [
     "SIZES",
     "DataError",
     "Dataset",
+    "Normalization",
+    "STANDINS",
     "dirichlet_indices",
+    "femnist_like",
     "fetch",
     "iid_indices",
     "load",
+    "normalization",
     "parse_cifar",
     "parse_idx",
     "split_dirichlet",
@@ -100,7 +109,9 @@ def load(
     """Load a data set by name.
 
     Args:
-        name: A bundled set (``"digits"``, ``"faces"``, ``"tiny-images"``) or a real
+        name: A bundled set (``"digits"``, ``"faces"``, ``"tiny-images"``), the
+            white-background stand-in ``"femnist-like"`` (10 classes) or
+            ``"femnist-like-62"`` (relabelled from FEMNIST's 62 classes), or a real
             set read from ``root`` (``"cifar10"``, ``"cifar100"``, ``"mnist"``,
             ``"emnist"``, ``"femnist"``).
         root: Folder holding the real set's files (ignored for bundled sets).
@@ -133,6 +144,13 @@ def load(
                 "use train_test_split() to hold out a test set"
             )
         return load_bundled(key)
+    if key in STANDINS:
+        if split != "train":
+            raise DataError(
+                f"the stand-in {key!r} has a single split ('train'); "
+                "use train_test_split() to hold out a test set"
+            )
+        return femnist_like(num_classes=STANDINS[key])
     if key in ("cifar10", "cifar100"):
         return load_cifar(key, root, split, download)
     if key == "mnist":
@@ -147,5 +165,6 @@ def load(
         return load_femnist(root, split, invert)
     raise DataError(
         f"unknown data set {name!r}; known: bundled {', '.join(BUNDLED)}; "
+        f"stand-ins {', '.join(STANDINS)}; "
         f"from files {', '.join(REAL)}"
     )
