@@ -29,6 +29,8 @@ module     checks
 ``lab06``  :func:`client_update_loop` (FedAvg's client)
 ``lab07``  :func:`fedavg_label_counts` (RecLabels)
 ``lab08``  :func:`match_epochs` (MatchEpoch)
+``lab10``  :func:`capstone_defense` (your defense's protocol), :func:`capstone_attack_distance`
+           (a distance that sees through ``ll.capstone.scramble``)
 =========  ==============================================================
 
 ``_common`` holds what they share (:class:`CheckFailed`, comparisons, random pytrees).
@@ -44,8 +46,10 @@ from leakage_lab.checks.lab05 import dp_clip_and_noise, pair_masks
 from leakage_lab.checks.lab06 import client_update_loop
 from leakage_lab.checks.lab07 import fedavg_label_counts
 from leakage_lab.checks.lab08 import match_epochs
+from leakage_lab.checks.lab10 import capstone_attack_distance, capstone_defense
 
 __all__ = ["CheckFailed", "client_update_loop", "dp_clip_and_noise", "fedavg_average",
            "fedavg_label_counts", "gaussian_neg_log_likelihood", "gradient_distance",
            "idlg_label", "match_epochs", "pair_masks", "prune_laplace_log_prob",
            "total_variation"]
+__all__ += ["capstone_attack_distance", "capstone_defense"]
