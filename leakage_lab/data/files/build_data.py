@@ -13,6 +13,9 @@ downloaded except the packages themselves (installed with pip when missing):
 * ``faces``: the 200-image LFW subset inside ``scikit-image`` (``skimage.data.lfw_subset``).
 * ``tiny-images``: 32x32 crops of public-domain / CC0 photos inside ``scikit-image``.
 
+The white-background stand-in ``"femnist-like"`` needs no file: it is built from
+``digits.npz`` when loaded (``leakage_lab/data/standin.py``; see the README here).
+
 Every array is stored as ``uint8`` images ``[N, H, W, C]``, ``uint8`` labels
 ``[N]`` and a fixed-width unicode array of class names. The archives are written
 with fixed zip timestamps so that the same inputs give byte-identical files.
