@@ -118,6 +118,27 @@ DELEGATING = {
         def answer(epoch_images):
             return ll.matching.match_epochs(epoch_images)
     """,
+    "inverting_objective": """
+        def answer(model, params, update, images, labels, tv_weight):
+            return ll.inverting.inverting_objective(model, params, update, images, labels,
+                                                    prior_weight=tv_weight)
+    """,
+    "ig_step": """
+        def answer(images, grad, m, v, t, lr):   # optax's state rebuilt from m, v and t
+            opt = ll.optimizers.signed_adam(lr, 10_000)
+            treedef = jax.tree.structure(opt.init(images))
+            state = jax.tree.unflatten(treedef, [t - 1, m, v, t - 1])
+            updates, state = opt.update(grad, state, images)
+            _, m, v, _ = jax.tree.leaves(state)
+            return ll.optimizers.unit_box(images + updates), m, v
+    """,
+    "sim_update": """
+        def answer(model, theta_s, images, labels, lr):
+            e, b = images.shape[:2]
+            final = ll.fedavg.simulate(model, theta_s, images, labels, jnp.ones(labels.shape),
+                                       lr=lr, layout=ll.fedavg.per_batch(e, b))
+            return jax.tree.map(lambda s, c: (s - c) / (lr * e * b), theta_s, final)
+    """,
     "capstone_defense": """
         def answer(update, key):
             return ll.compression.top_k(0.1).apply(update, key=key)

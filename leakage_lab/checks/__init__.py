@@ -23,10 +23,11 @@ module     checks
 ``lab00``  :func:`fedavg_average` (FedAvg's weighted mean)
 ``lab01``  :func:`gradient_distance` (DLG's squared L2 distance)
 ``lab02``  :func:`idlg_label` (iDLG's sign rule)
-``lab03``  :func:`total_variation` (anisotropic TV)
+``lab03``  :func:`total_variation` (anisotropic TV), :func:`inverting_objective`
+           (cosine + TV), :func:`ig_step` (signed Adam, box [0, 1])
 ``lab04``  :func:`gaussian_neg_log_likelihood`, :func:`prune_laplace_log_prob`
 ``lab05``  :func:`dp_clip_and_noise` (DP-SGD), :func:`pair_masks` (secure aggregation)
-``lab06``  :func:`client_update_loop` (FedAvg's client)
+``lab06``  :func:`client_update_loop` (FedAvg's client), :func:`sim_update` (SimUpdate)
 ``lab07``  :func:`fedavg_label_counts` (RecLabels)
 ``lab08``  :func:`match_epochs` (MatchEpoch)
 ``lab10``  :func:`capstone_defense` (your defense's protocol), :func:`capstone_attack_distance`
@@ -40,10 +41,10 @@ from leakage_lab.checks._common import CheckFailed
 from leakage_lab.checks.lab00 import fedavg_average
 from leakage_lab.checks.lab01 import gradient_distance
 from leakage_lab.checks.lab02 import idlg_label
-from leakage_lab.checks.lab03 import total_variation
+from leakage_lab.checks.lab03 import ig_step, inverting_objective, total_variation
 from leakage_lab.checks.lab04 import gaussian_neg_log_likelihood, prune_laplace_log_prob
 from leakage_lab.checks.lab05 import dp_clip_and_noise, pair_masks
-from leakage_lab.checks.lab06 import client_update_loop
+from leakage_lab.checks.lab06 import client_update_loop, sim_update
 from leakage_lab.checks.lab07 import fedavg_label_counts
 from leakage_lab.checks.lab08 import match_epochs
 from leakage_lab.checks.lab10 import capstone_attack_distance, capstone_defense
@@ -53,3 +54,4 @@ __all__ = ["CheckFailed", "client_update_loop", "dp_clip_and_noise", "fedavg_ave
            "idlg_label", "match_epochs", "pair_masks", "prune_laplace_log_prob",
            "total_variation"]
 __all__ += ["capstone_attack_distance", "capstone_defense"]
+__all__ += ["ig_step", "inverting_objective", "sim_update"]
