@@ -20,6 +20,22 @@ Three parts, printed as one JSON object (progress goes to stderr):
   ``femnist_like``). Beside them, two guesses that ignore the update: the average image
   and the average image of each true label (over the tuning half of the set).
 
+Two more settings (``--setting``), each printing its JSON as the last line:
+
+* ``lab08``: lab 08's classroom regime (:data:`LAB08`: lab 06's dense network at
+  initialisation, N digits per client, the client rate and batch size below), all five
+  methods at the largest E on clients of the evaluation half, beside the three
+  update-free guesses (``metrics.baseline_scores``, public images from the tuning half).
+  The regime was chosen on tuning-half clients (see :data:`LAB08`).
+* ``speed``: seconds per attack step of the library's *default* ``models.convnet`` at
+  E = 10, m = 5, N = 50, and of the same step in PyTorch
+  (``benchmarks/pytorch_reference.py fedavg``, run as a subprocess on the same cores),
+  alternated ``--repeats`` times, back to back; medians and their ratio. Pin both to the
+  same cores with ``taskset``; PyTorch gets one thread per core it may use.
+
+    python benchmarks/fedavg.py --setting lab08 --clients 10
+    taskset -c 0,1 python benchmarks/fedavg.py --setting speed
+
 The bundled digits are sorted by label, so the set is split by index parity: clients hold
 N random digits drawn from the odd-numbered images (250 of each digit), and
 hyperparameters were chosen on clients from the even-numbered ones (the tuning half). Each
@@ -36,8 +52,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -205,8 +224,141 @@ def quality(ds, shape, clients, steps, methods, modes, first=0, seed=2):
     return out
 
 
+# ------------------------------------------------------------------ lab 08's regime
+
+#: Lab 08's classroom regime (notebooks/08_attacking_fedavg.ipynb uses the same numbers).
+#: Chosen on clients drawn from the tuning half (seed 100 + c, c = 0, 1, 2); the
+#: ``lab08`` setting reports clients drawn from the evaluation half.
+LAB08 = dict(num_samples=8, batch_size=4, lr=0.05, epochs=(1, 5, 10), steps=200,
+             prior=7.84, server_seed=1)
+LAB08_METHODS = {
+    "Ours (prior)": dict(method=F.per_batch, invariant_weight=LAB08["prior"]),
+    "Ours (no prior)": dict(method=F.per_batch, invariant_weight=0.0),
+    "Shared": dict(method=F.shared),
+    "FedSGD-Epoch": dict(method=F.fedsgd_epoch),
+    "FedSGD": dict(method=F.fedsgd),
+}
+
+
+def lab08(ds, clients, first=0, epochs=None, methods=None, seed=3):
+    """Lab 08's regime on ``clients`` evaluation-half clients: per E, every method's mean
+    PSNR, SSIM and Rec% (known label counts), and the three update-free guesses."""
+    cfg = LAB08
+    model = ll.models.mlp(num_classes=10, input_shape=(28, 28, 1))
+    theta_s = model.init(jax.random.key(cfg["server_seed"]))
+    n, m, lr = cfg["num_samples"], cfg["batch_size"], cfg["lr"]
+    epochs = list(epochs or cfg["epochs"])
+    methods = list(methods or LAB08_METHODS)
+    public_x, public_y = ds.images[TUNE], ds.labels[TUNE]
+    rng = np.random.default_rng(seed)
+    rows = {e: {name: [] for name in methods} for e in epochs}
+    guess_rows = {name: [] for name in ("blank", "pixel mean", "label mean")}
+    for c in range(first + clients):
+        idx = EVAL[rng.choice(len(EVAL), n, replace=False)]
+        if c < first:
+            continue
+        x, y = ds.images[idx], ds.labels[idx]
+        table = ll.metrics.baseline_scores(x, y, public_x, public_y)
+        for name in guess_rows:
+            guess_rows[name].append((table[name].psnr, table[name].ssim, table[name].rec, 0.0))
+        known = np.bincount(y, minlength=10)
+        for e in epochs:
+            theta_c = ll.fl.client_update(model, theta_s, x, y, lr=lr, epochs=e, batch_size=m,
+                                          key=jax.random.key(8000 + c))
+            for name in methods:
+                res = ll.attacks.fedavg(model, theta_s, theta_c, label_counts=known, lr=lr,
+                                        epochs=e, batch_size=m, steps=cfg["steps"],
+                                        key=jax.random.key(9000 + c), **LAB08_METHODS[name])
+                score = ll.metrics.baseline_scores(x, y, public_x, public_y,
+                                                   attacks={name: res.images})[name]
+                rows[e][name].append((score.psnr, score.ssim, score.rec, res.seconds))
+                log(f"  client {c} E={e} {name}: {score.psnr:.1f} dB, SSIM {score.ssim:.2f}, "
+                    f"Rec {100 * score.rec:.0f}% ({res.seconds:.0f} s); label-mean guess "
+                    f"{table['label mean'].psnr:.1f} dB")
+
+    def summarise(vals):
+        a = np.asarray(vals)
+        return {"mean_psnr": round(float(a[:, 0].mean()), 2),
+                "mean_ssim": round(float(a[:, 1].mean()), 3),
+                "rec_pct": round(100 * float(a[:, 2].mean()), 1),
+                "psnr_per_client": [round(float(v), 2) for v in a[:, 0]],
+                "seconds_per_client": round(float(a[:, 3].mean()), 1)}
+
+    per_e = {str(e): {name: summarise(v) for name, v in rows[e].items()} for e in epochs}
+    guesses = {name.replace(" ", "_"): {k: v for k, v in summarise(vals).items()
+                                         if k != "seconds_per_client"}
+               for name, vals in guess_rows.items()}
+    return {"E": max(epochs), "methods": per_e[str(max(epochs))], "guesses": guesses,
+            "per_epochs": per_e,
+            "setting": {**{k: v for k, v in cfg.items() if k != "epochs"},
+                        "epochs": epochs, "network": model.name,
+                        "clients": [first, first + clients], "client_seed": seed,
+                        "label_counts": "known"}}
+
+
+# ------------------------------------------------------------------ speed against PyTorch
+
+def _jax_step_seconds(steps, repeats, seed=0):
+    """Seconds per attack step of ``attacks.fedavg`` with the default ``models.convnet``
+    at E = 10, m = 5, N = 50 (one client; "Ours"), one value per repeat (compiled once)."""
+    model = ll.models.convnet(10, (28, 28, 1))       # the library's default conv path
+    rng = np.random.default_rng(seed)
+    params = model.init(jax.random.key(seed))
+    x, y = client_data(ll.data.load("digits"), rng, 50, (28, 28, 1))
+    theta_c = ll.fl.client_update(model, params, x, y, lr=LR, epochs=10, batch_size=5,
+                                  key=jax.random.key(1))
+    counts = np.bincount(y, minlength=10)
+
+    def run(r):
+        res = ll.attacks.fedavg(model, params, theta_c, label_counts=counts, lr=LR, epochs=10,
+                                batch_size=5, steps=steps, chunk=steps,
+                                key=jax.random.key(100 + r))
+        return res.seconds / steps, res.compile_seconds
+
+    _, compile_seconds = run(0)          # compiles; later runs reuse the compiled chunk
+    return [run(1 + r)[0] for r in range(repeats)], compile_seconds
+
+
+def _torch_step_seconds(steps, threads):
+    script = Path(__file__).with_name("pytorch_reference.py")
+    cmd = [sys.executable, str(script), "fedavg", "--steps", str(steps),
+           "--threads", str(threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def speed_vs_pytorch(repeats=3, jax_steps=10, torch_steps=4):
+    """The library's attack step and PyTorch's, alternated ``repeats`` times."""
+    cores = len(os.sched_getaffinity(0))
+    jax_runs, torch_runs, compile_seconds = [], [], None
+    for r in range(repeats):
+        runs, comp = _jax_step_seconds(jax_steps, 1, seed=0)
+        compile_seconds = compile_seconds or comp
+        jax_runs += runs
+        torch_runs.append(_torch_step_seconds(torch_steps, cores)["seconds_per_step"])
+        log(f"  repeat {r}: JAX {jax_runs[-1]:.3f} s/step, PyTorch {torch_runs[-1]:.3f} s/step")
+    j, t = float(np.median(jax_runs)), float(np.median(torch_runs))
+    return {"setting": "E = 10, m = 5, N = 50 (U = 100), one client, 'Ours'",
+            "cores": cores, "model": ll.models.convnet(10, (28, 28, 1)).name,
+            "default_conv": "nn.conv2d_auto -> " + (
+                "conv2d_im2col" if jax.default_backend() == "cpu" else "conv2d"),
+            "jax_seconds_per_step": round(j, 4), "pytorch_seconds_per_step": round(t, 4),
+            "ratio_pytorch_over_jax": round(t / j, 2),
+            "jax_runs": [round(v, 4) for v in jax_runs],
+            "pytorch_runs": [round(v, 4) for v in torch_runs],
+            "jax_compile_seconds": round(compile_seconds, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", choices=("paper", "lab08", "speed"), default="paper",
+                        help="paper: the parts below (default); lab08: lab 08's regime; "
+                             "speed: the default model's attack step against PyTorch's")
+    parser.add_argument("--epochs", default=None,
+                        help="lab08: comma list of E (default: the largest of LAB08 only)")
+    parser.add_argument("--repeats", type=int, default=3, help="speed: alternations")
     parser.add_argument("--clients", type=int, default=1, help="clients for the quality part")
     parser.add_argument("--label-clients", type=int, default=10)
     parser.add_argument("--steps", type=int, default=200, help="attack steps")
@@ -230,6 +382,19 @@ def main() -> None:
     args = parser.parse_args()
     shape = (28, 28, 1) if args.input == "28" else (32, 32, 3)
     ds = ll.data.load("digits")
+    if args.setting != "paper":
+        start = time.perf_counter()
+        if args.setting == "lab08":
+            epochs = ([int(e) for e in args.epochs.split(",")] if args.epochs
+                      else [max(LAB08["epochs"])])
+            methods = [m for m in args.methods.split(",") if m in LAB08_METHODS] or None
+            out = lab08(ds, args.clients, args.first_client, epochs, methods)
+        else:
+            out = speed_vs_pytorch(args.repeats)
+        out["environment"] = environment()
+        out["total_seconds"] = round(time.perf_counter() - start, 1)
+        print(json.dumps(out))
+        return
     if args.data == "femnist-like":
         ds = ds._replace(images=femnist_like(ds.images))
     skip = set(filter(None, args.skip.split(",")))

@@ -1,4 +1,12 @@
-"""The Inverting Gradients recipe of benchmarks/inverting_gradients.py, written in PyTorch.
+"""PyTorch references: the Inverting Gradients recipe, and one step of the FedAvg attack.
+
+``python benchmarks/pytorch_reference.py`` (the default, ``inverting`` part) runs the
+Inverting Gradients recipe of benchmarks/inverting_gradients.py, written in PyTorch.
+``python benchmarks/pytorch_reference.py fedavg`` times one step of the FedAvg attack
+(Dimitrov et al., TMLR 2022) in PyTorch: see :func:`fedavg_step_seconds` and
+``benchmarks/fedavg.py --setting speed``, which runs it beside the library's step.
+
+The Inverting Gradients part:
 
 A reference point measured on the same machine: the same network (Dimitrov et al.'s
 CIFAR-100 convnet, width 64, at PyTorch's default initialisation), the same images
@@ -16,6 +24,8 @@ PyTorch is not a dependency of leakage-lab; run this in an environment that has 
 
     pip install torch numpy && python benchmarks/pytorch_reference.py [--images 5]
         [--seeds 3] [--steps 1000] [--threads N]
+    python benchmarks/pytorch_reference.py fedavg [--epochs 10] [--batch-size 5]
+        [--num-samples 50] [--steps 6] [--threads N]
 
 The last line of the output is one JSON object.
 """
@@ -120,8 +130,162 @@ def run(images: np.ndarray, labels: np.ndarray, *, n_images: int = 5, seeds: int
     return rows
 
 
+# ------------------------------------------------------------------ the FedAvg attack step
+
+DIGITS = (_ROOT / "leakage_lab" / "data" / "files" / "digits.npz", _ROOT / "data" / "digits.npz")
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled digits ``[N, 28, 28, 1]`` in [0, 1] and their labels, without leakage-lab."""
+    for path in DIGITS:
+        if path.exists():
+            with np.load(path, allow_pickle=False) as z:
+                return z["images"].astype(np.float32) / 255.0, z["labels"].astype(np.int64)
+    raise FileNotFoundError(f"digits.npz not found in {[str(p) for p in DIGITS]}")
+
+
+def fedavg_convnet_params(generator: torch.Generator, width: int = 32, channels: int = 1,
+                          size: int = 28, num_classes: int = 10) -> list[torch.Tensor]:
+    """The library's default ``models.convnet`` (Dimitrov et al., Table 5, FEMNIST width) as
+    a list of tensors: conv 3x3 pad 1, ReLU, avg-pool 2; conv 1x1 pad 1, ReLU, avg-pool 2;
+    dense 100, ReLU; dense 10. PyTorch's default initialisation, U(-1/sqrt(fan_in), ..)."""
+    side = (size // 2 + 2) // 2
+    shapes = [((width, channels, 3, 3), 9 * channels), ((2 * width, width, 1, 1), width),
+              ((100 * width // 32, 2 * width * side * side), 2 * width * side * side),
+              ((num_classes, 100 * width // 32), 100 * width // 32)]
+    params = []
+    for shape, fan_in in shapes:
+        bound = 1.0 / np.sqrt(fan_in)
+        for s in (shape, shape[:1]):
+            params.append((torch.rand(s, generator=generator) * 2 - 1) * bound)
+    return params
+
+
+def fedavg_convnet(params, x: torch.Tensor) -> torch.Tensor:
+    """The forward pass of :func:`fedavg_convnet_params`' network on NCHW images."""
+    w1, b1, w2, b2, w3, b3, w4, b4 = params
+    x = torch.nn.functional.avg_pool2d(torch.relu(torch.nn.functional.conv2d(x, w1, b1,
+                                                                              padding=1)), 2)
+    x = torch.nn.functional.avg_pool2d(torch.relu(torch.nn.functional.conv2d(x, w2, b2,
+                                                                              padding=1)), 2)
+    x = torch.relu(torch.nn.functional.linear(x.flatten(1), w3, b3))
+    return torch.nn.functional.linear(x, w4, b4)
+
+
+def sim_update(params, images, labels, lr: float) -> list[torch.Tensor]:
+    """SimUpdate: the client's local SGD on ``images [E, B, m, C, H, W]`` (one variable per
+    epoch and batch, "Ours"), ``labels [B, m]`` the same split in every epoch; each step's
+    gradient is taken with ``create_graph=True`` so that the attack can differentiate
+    through all ``U = E·B`` steps. Returns the simulated client weights."""
+    loss_fn = torch.nn.CrossEntropyLoss()
+    theta = [p.detach().requires_grad_(True) for p in params]
+    for e in range(images.shape[0]):
+        for b in range(images.shape[1]):
+            loss = loss_fn(fedavg_convnet(theta, images[e, b]), labels[b])
+            grads = torch.autograd.grad(loss, theta, create_graph=True)
+            theta = [t - lr * g for t, g in zip(theta, grads, strict=True)]
+    return theta
+
+
+def fedavg_objective(params, observed, images, labels, lr: float, *, invariant_weight=1.0,
+                     tv_weight=1e-3, clip_weight=2.0) -> torch.Tensor:
+    """The library's default FedAvg loss (``fedavg.fedavg_objective``): cosine between the
+    observed and the simulated average update, the epoch prior (mean image, squared),
+    total variation and the box penalty."""
+    epochs, batches = images.shape[:2]
+    steps = epochs * batches
+    simulated = [(p - t) / (lr * steps) for p, t in
+                 zip(params, sim_update(params, images, labels, lr), strict=True)]
+    dot = sum((o * s).sum() for o, s in zip(observed, simulated, strict=True))
+    norms = (torch.sqrt(sum((o * o).sum() for o in observed))
+             * torch.sqrt(sum((s * s).sum() for s in simulated)))
+    value = 1 - dot / (norms + 1e-12)
+    means = images.flatten(1, 2).mean(dim=1)                       # [E, C, H, W]
+    value = value + invariant_weight * ((means[:, None] - means[None]) ** 2).mean()
+    flat = images.flatten(0, 2)
+    value = value + tv_weight * ((flat[:, :, 1:] - flat[:, :, :-1]).abs().mean()
+                                 + (flat[:, :, :, 1:] - flat[:, :, :, :-1]).abs().mean())
+    return value + clip_weight * (torch.relu(flat - 1) ** 2 + torch.relu(-flat) ** 2).mean()
+
+
+def fedavg_step_seconds(*, epochs: int = 10, batch_size: int = 5, num_samples: int = 50,
+                        steps: int = 6, lr: float = 0.004, seed: int = 0) -> dict:
+    """Seconds per step of the FedAvg attack in PyTorch, as the library runs it by default.
+
+    A client holding ``num_samples`` bundled digits takes ``epochs`` epochs of batches of
+    ``batch_size`` (reshuffled every epoch) from freshly initialised weights; the attack
+    optimises ``E·N`` dummy images (one copy per epoch, "Ours") with Adam at rate 0.4,
+    differentiating the cosine loss through the simulated client. The first step (which
+    also allocates) is timed apart; the others give the median, in wall-clock seconds and
+    in CPU seconds of the process (``time.process_time``, all threads: on a machine that
+    others load, the CPU time of a one-thread run is the steadier measure).
+    """
+    if num_samples % batch_size:
+        raise ValueError("fedavg_step_seconds: num_samples must be a multiple of batch_size, "
+                         f"got N={num_samples}, m={batch_size}.")
+    images, labels = load_digits()
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(images), num_samples, replace=False)
+    x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).contiguous()
+    y = torch.from_numpy(labels[idx])
+    gen = torch.Generator().manual_seed(seed)
+    params = fedavg_convnet_params(gen)
+    theta = [p.clone().requires_grad_(True) for p in params]
+    batches = -(-num_samples // batch_size)
+    for _ in range(epochs):          # the client, Algorithm 1
+        order = torch.randperm(num_samples, generator=gen)
+        for b in range(batches):
+            sel = order[b * batch_size:(b + 1) * batch_size]
+            loss = torch.nn.functional.cross_entropy(fedavg_convnet(theta, x[sel]), y[sel])
+            grads = torch.autograd.grad(loss, theta)
+            theta = [(t - lr * g).detach().requires_grad_(True)
+                     for t, g in zip(theta, grads, strict=True)]
+    U = epochs * batches
+    observed = [((p - t) / (lr * U)).detach() for p, t in zip(params, theta, strict=True)]
+    split = y[torch.randperm(num_samples, generator=gen)].reshape(batches, batch_size)
+    dummy = torch.rand((epochs, batches, batch_size, *x.shape[1:]), generator=gen)
+    dummy.requires_grad_(True)
+    opt = torch.optim.Adam([dummy], lr=0.4)
+    times, cpu = [], []
+    for _ in range(steps):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        opt.zero_grad()
+        value = fedavg_objective(params, observed, dummy, split, lr)
+        value.backward(inputs=[dummy])
+        opt.step()
+        times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return {"benchmark": "fedavg_attack_step_pytorch_reference", "epochs": epochs,
+            "batch_size": batch_size, "num_samples": num_samples, "local_steps": U,
+            "first_step_seconds": round(times[0], 4),
+            "seconds_per_step": round(float(np.median(times[1:] or times)), 4),
+            "step_seconds": [round(t, 4) for t in times],
+            "cpu_seconds_per_step": round(float(np.median(cpu[1:] or cpu)), 4),
+            "last_loss": float(value.detach()),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count()}
+
+
+def main_fedavg(argv) -> None:
+    parser = argparse.ArgumentParser(prog="pytorch_reference.py fedavg",
+                                     description=fedavg_step_seconds.__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=5)
+    parser.add_argument("--num-samples", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=6, help="attack steps to time")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: PyTorch's own choice)")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(json.dumps(fedavg_step_seconds(epochs=args.epochs, batch_size=args.batch_size,
+                                         num_samples=args.num_samples, steps=args.steps)))
+
 
 def main() -> None:
+    if sys.argv[1:2] == ["fedavg"]:
+        main_fedavg(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=3)
