@@ -310,10 +310,11 @@ def _jax_step_seconds(steps, repeats, seed=0):
     counts = np.bincount(y, minlength=10)
 
     def run(r):
+        cpu = time.process_time()
         res = ll.attacks.fedavg(model, params, theta_c, label_counts=counts, lr=LR, epochs=10,
                                 batch_size=5, steps=steps, chunk=steps,
                                 key=jax.random.key(100 + r))
-        return res.seconds / steps, res.compile_seconds
+        return (res.seconds / steps, (time.process_time() - cpu) / steps), res.compile_seconds
 
     _, compile_seconds = run(0)          # compiles; later runs reuse the compiled chunk
     return [run(1 + r)[0] for r in range(repeats)], compile_seconds
@@ -332,20 +333,28 @@ def _torch_step_seconds(steps, threads):
 def speed_vs_pytorch(repeats=3, jax_steps=10, torch_steps=4):
     """The library's attack step and PyTorch's, alternated ``repeats`` times."""
     cores = len(os.sched_getaffinity(0))
-    jax_runs, torch_runs, compile_seconds = [], [], None
+    jax_runs, torch_runs, jax_cpu, torch_cpu, compile_seconds = [], [], [], [], None
     for r in range(repeats):
         runs, comp = _jax_step_seconds(jax_steps, 1, seed=0)
         compile_seconds = compile_seconds or comp
-        jax_runs += runs
-        torch_runs.append(_torch_step_seconds(torch_steps, cores)["seconds_per_step"])
-        log(f"  repeat {r}: JAX {jax_runs[-1]:.3f} s/step, PyTorch {torch_runs[-1]:.3f} s/step")
+        jax_runs += [w for w, _ in runs]
+        jax_cpu += [c for _, c in runs]
+        ref = _torch_step_seconds(torch_steps, cores)
+        torch_runs.append(ref["seconds_per_step"])
+        torch_cpu.append(ref["cpu_seconds_per_step"])
+        log(f"  repeat {r}: JAX {jax_runs[-1]:.3f} s/step ({jax_cpu[-1]:.3f} CPU s), "
+            f"PyTorch {torch_runs[-1]:.3f} s/step ({torch_cpu[-1]:.3f} CPU s)")
     j, t = float(np.median(jax_runs)), float(np.median(torch_runs))
+    jc, tc = float(np.median(jax_cpu)), float(np.median(torch_cpu))
     return {"setting": "E = 10, m = 5, N = 50 (U = 100), one client, 'Ours'",
             "cores": cores, "model": ll.models.convnet(10, (28, 28, 1)).name,
             "default_conv": "nn.conv2d_auto -> " + (
                 "conv2d_im2col" if jax.default_backend() == "cpu" else "conv2d"),
             "jax_seconds_per_step": round(j, 4), "pytorch_seconds_per_step": round(t, 4),
             "ratio_pytorch_over_jax": round(t / j, 2),
+            "jax_cpu_seconds_per_step": round(jc, 4),
+            "pytorch_cpu_seconds_per_step": round(tc, 4),
+            "cpu_ratio_pytorch_over_jax": round(tc / jc, 2),
             "jax_runs": [round(v, 4) for v in jax_runs],
             "pytorch_runs": [round(v, 4) for v in torch_runs],
             "jax_compile_seconds": round(compile_seconds, 1)}
