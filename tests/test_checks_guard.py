@@ -67,6 +67,25 @@ DELEGATING = {
     "gradient_distance": """
         from leakage_lab.distances import l2 as answer   # an alias bound before the check
     """,
+    "dlg_loss": """
+        def answer(model, params, observed, dummy_images, dummy_logits):
+            return ll.dlg.dlg_objective(model, params, observed, dummy_images,
+                                        jax.nn.softmax(dummy_logits))
+    """,
+    "dlg_step": """
+        def answer(model, params, observed, dummy_images, dummy_logits, lr):
+            def objective(x, u):   # the candidate's gradient from the library
+                g = ll.objective.candidate_gradient(model, params, x, jax.nn.softmax(u))
+                return ll.distances.l2(observed, g)
+            gx, gu = jax.grad(objective, argnums=(0, 1))(dummy_images, dummy_logits)
+            return dummy_images - lr * gx, dummy_logits - lr * gu
+    """,
+    "geng_counts": """
+        def answer(weight_grad, p_mean, o_mean, num_samples):
+            raw = ll.labels.geng_estimate(jnp.sum(weight_grad, axis=0), p_mean, o_mean,
+                                          num_samples)
+            return ll.labels.round_counts(raw, num_samples)
+    """,
     "idlg_label": """
         def answer(bias_grad):
             model = ll.models.mlp(num_classes=len(bias_grad), input_shape=(1, 1, 1),

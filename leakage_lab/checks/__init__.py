@@ -21,8 +21,10 @@ get a hint):
 module     checks
 =========  ==============================================================
 ``lab00``  :func:`fedavg_average` (FedAvg's weighted mean)
-``lab01``  :func:`gradient_distance` (DLG's squared L2 distance)
-``lab02``  :func:`idlg_label` (iDLG's sign rule)
+``lab01``  :func:`gradient_distance` (DLG's squared L2 distance), :func:`dlg_loss`
+           (DLG's objective, joint soft label), :func:`dlg_step` (one step on it)
+``lab02``  :func:`idlg_label` (iDLG's sign rule), :func:`geng_counts` (Geng et al.'s
+           label counts)
 ``lab03``  :func:`total_variation` (anisotropic TV), :func:`inverting_objective`
            (cosine + TV), :func:`ig_step` (signed Adam, box [0, 1])
 ``lab04``  :func:`gaussian_neg_log_likelihood`, :func:`prune_laplace_log_prob`
@@ -39,8 +41,8 @@ module     checks
 
 from leakage_lab.checks._common import CheckFailed
 from leakage_lab.checks.lab00 import fedavg_average
-from leakage_lab.checks.lab01 import gradient_distance
-from leakage_lab.checks.lab02 import idlg_label
+from leakage_lab.checks.lab01 import dlg_loss, dlg_step, gradient_distance
+from leakage_lab.checks.lab02 import geng_counts, idlg_label
 from leakage_lab.checks.lab03 import ig_step, inverting_objective, total_variation
 from leakage_lab.checks.lab04 import gaussian_neg_log_likelihood, prune_laplace_log_prob
 from leakage_lab.checks.lab05 import dp_clip_and_noise, pair_masks
@@ -55,3 +57,4 @@ __all__ = ["CheckFailed", "client_update_loop", "dp_clip_and_noise", "fedavg_ave
            "total_variation"]
 __all__ += ["capstone_attack_distance", "capstone_defense"]
 __all__ += ["ig_step", "inverting_objective", "sim_update"]
+__all__ += ["dlg_loss", "dlg_step", "geng_counts"]
