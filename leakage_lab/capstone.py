@@ -888,22 +888,21 @@ def _clipped_gaussian_log_prob(observed, clean, *, clip, sigma):
 
 def scramble(update, key):
     """A heuristic defense to break (lab 10, part two): every leaf is multiplied by its own
-    random sign and a random scale, log-uniform in [0.01, 100].
+    random scale, log-uniform in [0.03, 1].
 
-        g_l  →  s_l · c_l · g_l,    s_l ∈ {−1, +1},   log10 c_l ~ U(−2, 2),   one per leaf l
+        g_l  →  c_l · g_l,    log10 c_l ~ U(−1.5, 0),   one per leaf l
 
-    It changes every number the server sees and defeats attacks that compare the whole
-    update at once (cosine over all leaves, L2) and the analytic recovery (the first
-    layer's weight and bias are scaled differently). It keeps each leaf's *direction* up
-    to sign, which is what :func:`unsigned_leaf_cosine` reads.
+    It changes every number the server sees and hurts attacks that compare the whole update
+    at once (cosine over all leaves, L2) and the analytic recovery (the first layer's weight
+    and bias are scaled differently). It only shrinks, so training still converges (a
+    version that also flipped signs at random stopped FedAvg from learning at all). It keeps
+    each leaf's *direction*, which is what :func:`unsigned_leaf_cosine` reads.
     """
     leaves, treedef, keys = trees.leaves_with_keys(update, key)
     out = []
     for leaf, k in zip(leaves, keys, strict=True):
-        k_sign, k_scale = jax.random.split(k)
-        sign = jnp.where(jax.random.bernoulli(k_sign), 1.0, -1.0)
-        scale = 10.0 ** jax.random.uniform(k_scale, (), minval=-2.0, maxval=2.0)
-        out.append((sign * scale * leaf).astype(leaf.dtype))
+        scale = 10.0 ** jax.random.uniform(k, (), minval=-1.5, maxval=0.0)
+        out.append((scale * leaf).astype(leaf.dtype))
     return jax.tree.unflatten(treedef, out)
 
 

@@ -77,7 +77,7 @@ def test_dp_sgd_reports_epsilon_and_secure_aggregation_needs_a_crowd():
         capstone.evaluate(crowd, key=KEY, settings=TINY)
 
 
-def test_scramble_beats_the_fixed_attacks_and_falls_to_the_unsigned_distance():
+def test_scramble_leaks_to_the_unsigned_distance():
     update = {"a": {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}}
     scrambled = capstone.scramble(update, jax.random.key(3))
     assert float(capstone.unsigned_leaf_cosine(update, scrambled)) < 1e-5
@@ -85,8 +85,8 @@ def test_scramble_beats_the_fixed_attacks_and_falls_to_the_unsigned_distance():
                                                                "b": jnp.ones(3)}})) > 0.1
     card = capstone.evaluate(capstone.scramble, key=KEY, settings=TINY._replace(attack_steps=60),
                              extra_distances={"unsigned": capstone.unsigned_leaf_cosine})
-    assert card["yours"].psnr > card["inverting"].psnr + 10
-    assert card["yours"].psnr > card.best_guess.psnr + 10
+    assert not card.holds
+    assert card["yours"].psnr > card.best_guess.psnr + 5
 
 
 def test_leaderboard_lists_every_card():

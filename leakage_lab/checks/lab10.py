@@ -110,10 +110,11 @@ def _scrambled(tree, key):
 def capstone_attack_distance(fn: Callable) -> None:
     """Checks ``fn(observed, candidate) -> scalar``: a distance that sees through ``scramble``.
 
-    ``ll.capstone.scramble`` multiplies each leaf by its own random sign and scale. A
-    distance that breaks it must (1) be a single number, (2) be smallest when the candidate
-    matches the observation, (3) not change when any leaf of the candidate is multiplied
-    by a nonzero number (any sign), (4) grow for a candidate pointing elsewhere, and
+    ``ll.capstone.scramble`` multiplies each leaf by its own random scale (a classmate's
+    variant might flip signs too). A distance that breaks both must (1) be a single
+    number, (2) be smallest when the candidate matches the observation, (3) not change
+    when any leaf of the candidate is multiplied by a nonzero number (any sign), (4) grow
+    for a candidate pointing elsewhere, and
     (5) be differentiable by JAX (the attack follows its gradient).
 
     Raises:
@@ -136,9 +137,9 @@ def capstone_attack_distance(fn: Callable) -> None:
             v_flip = _scalar(_call(fn, observed, flipped, what=what), what)
             if abs(v_flip - same) > 1e-3 * max(1.0, abs(same)):
                 _fail(f"{what} changes when the candidate's leaves change sign ({same:.4g} "
-                      f"for the observation itself, {v_flip:.4g} for its negative): scramble "
-                      "flips signs at random, so ignore them, e.g. 1 − cos² per leaf instead "
-                      "of 1 − cos.")
+                      f"for the observation itself, {v_flip:.4g} for its negative): a "
+                      "classmate's defense may flip a leaf's sign as well as scale it, so "
+                      "ignore signs too, e.g. 1 − cos² per leaf instead of 1 − cos.")
             _fail(f"{what} changes when each leaf is rescaled by its own factor ({same:.4g} vs "
                   f"{value:.4g}): a cosine over the whole update mixes the leaves' scales. "
                   "Compare leaf by leaf (jax.tree.leaves) and add the leaves' terms.")
