@@ -298,7 +298,7 @@ def lenet(num_classes: int = 10, input_shape=(32, 32, 3)) -> Model:
 
 @_cached(_normalise_convnet)
 def convnet(num_classes: int = 10, input_shape=(28, 28, 1), width: int = 32,
-            conv: Callable = nn.conv2d) -> Model:
+            conv: Callable = nn.conv2d_auto) -> Model:
     """The convolutional network of Dimitrov et al. (TMLR 2022), Table 5.
 
     conv ``width`` 3x3 pad 1, ReLU, avg-pool 2; conv ``2*width`` 1x1 pad 1, ReLU,
@@ -306,9 +306,12 @@ def convnet(num_classes: int = 10, input_shape=(28, 28, 1), width: int = 32,
     FEMNIST network, ``width=64`` the CIFAR-100 one (64/128 channels, dense 200).
     Initialisation as PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
-    ``conv`` computes the 3x3 convolution (same signature as ``nn.conv2d``):
-    ``nn.conv2d_im2col`` gives the same network as matrix products, which makes the
-    FedAvg attack's simulation (``attacks.fedavg``) about 1.5x faster on a 2-core CPU.
+    ``conv`` computes the 3x3 convolution (same signature as ``nn.conv2d``). The default,
+    ``nn.conv2d_auto``, is the faster path for the backend: matrix products over patches
+    (``nn.conv2d_im2col``) on a CPU, where they made the FedAvg attack's simulation
+    (``attacks.fedavg``) about twice as fast as XLA's convolution on 2 cores, and XLA's
+    convolution (``nn.conv2d``) on a GPU or TPU. Both give the same network to float32
+    rounding.
     """
     input_shape = _check_args(num_classes, input_shape)
     h, w, c = input_shape
