@@ -309,7 +309,7 @@ def convnet(num_classes: int = 10, input_shape=(28, 28, 1), width: int = 32,
     ``conv`` computes the 3x3 convolution (same signature as ``nn.conv2d``). The default,
     ``nn.conv2d_auto``, is the faster path for the backend: matrix products over patches
     (``nn.conv2d_im2col``) on a CPU, where they made the FedAvg attack's simulation
-    (``attacks.fedavg``) about twice as fast as XLA's convolution on 2 cores, and XLA's
+    (``attacks.fedavg``) about twice as fast as XLA's convolution on one core, and XLA's
     convolution (``nn.conv2d``) on a GPU or TPU. Both give the same network to float32
     rounding.
     """

@@ -91,7 +91,7 @@ def conv2d_auto(x: jax.Array, w: jax.Array, b: jax.Array, *, stride: int = 1,
     """The same convolution, computed the fastest way for the backend: :func:`conv2d_im2col`
     on a CPU, :func:`conv2d` elsewhere (chosen when traced, from ``jax.default_backend()``).
 
-    The two agree to float32 rounding (about 1e-6 relative). On a 2-core CPU the im2col
+    The two agree to float32 rounding (about 1e-6 relative). On one CPU core the im2col
     path made one step of the FedAvg attack (E = 10, m = 5, N = 50, ``models.convnet``)
     about twice as fast as XLA's convolution (``benchmarks/fedavg.py --setting speed``).
     """
