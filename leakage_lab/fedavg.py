@@ -240,8 +240,11 @@ def _sharded_over_clients(fn: Callable, clients, shared, mesh: jax.sharding.Mesh
     def local(clients_, shared_):
         return _over_clients(lambda c: fn(c, shared_), clients_)
 
-    mapped = jax.shard_map(local, mesh=mesh,
-                           in_specs=(spec, jax.sharding.PartitionSpec()), out_specs=spec)
+    # check_vma=False: with the check on (jax 0.10), the clients' losses came out different
+    # from the unsharded ones (1.88 vs 2.00 for four clients on four CPU devices, no
+    # padding); without it they agree (tests/test_fedavg_sharding.py).
+    mapped = jax.shard_map(local, mesh=mesh, in_specs=(spec, jax.sharding.PartitionSpec()),
+                           out_specs=spec, check_vma=False)
     return mapped(clients, shared)
 
 
