@@ -153,15 +153,21 @@ def test_grade_command(tmp_path, capsys):
     assert cli.main(["grade", str(subs), "--out", str(out), "--timeout", "600"]) == 0
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert list(rows[0]) == list(grading.COLUMNS)
-    got = {r["learner"]: r for r in rows}
-    assert len(rows) == 4 and set(got) == {"ada", "bob", "cy", "dee"}
-    assert all(r["lab"] == "01_dlg" and r["exercise"] == "gradient_distance" for r in rows)
+    exercises = ("gradient_distance", "dlg_loss", "dlg_step")   # lab 01's, in order
+    assert len(rows) == 4 * len(exercises)
+    assert all(r["lab"] == "01_dlg" and r["exercise"] in exercises for r in rows)
+    for learner in ("ada", "bob"):   # the master passes everything, the stubs fail everything
+        mine = [r for r in rows if r["learner"] == learner]
+        assert [r["exercise"] for r in mine] == list(exercises)
+        assert all(r["status"] == ("pass" if learner == "ada" else "fail") for r in mine), mine
+    got = {r["learner"]: r for r in rows if r["exercise"] == "gradient_distance"}
+    assert set(got) == {"ada", "bob", "cy", "dee"}
     assert got["ada"]["status"] == "pass" and got["ada"]["hint"].startswith("✓")
     assert got["bob"]["status"] == "fail" and "NotImplementedError" in got["bob"]["hint"]
     assert got["cy"]["status"] == "fail"
     assert "you called `ll.distances.l2`" in got["cy"]["hint"]
     assert got["dee"]["status"] == "fail" and "returned 0" in got["dee"]["hint"]
-    assert "4 grades written" in capsys.readouterr().out
+    assert f"{4 * len(exercises)} grades written" in capsys.readouterr().out
 
 
 # -- nbgrader ---------------------------------------------------------------------------------
