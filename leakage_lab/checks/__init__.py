@@ -56,5 +56,5 @@ __all__ = ["CheckFailed", "client_update_loop", "dp_clip_and_noise", "fedavg_ave
            "idlg_label", "match_epochs", "pair_masks", "prune_laplace_log_prob",
            "total_variation"]
 __all__ += ["capstone_attack_distance", "capstone_defense"]
-__all__ += ["ig_step", "inverting_objective", "sim_update"]
 __all__ += ["dlg_loss", "dlg_step", "geng_counts"]
+__all__ += ["ig_step", "inverting_objective", "sim_update"]
