@@ -294,9 +294,10 @@ def test_equal_arguments_build_the_same_model():
     assert models.lenet(num_classes=10, input_shape=(32, 32, 3)) is not a
     assert models.lenet(num_classes=100, input_shape=(28, 28, 1)) is not a
     c = models.convnet(num_classes=7, input_shape=(28, 28, 1))
-    assert models.convnet(7, (28, 28, 1), 32, nn.conv2d) is c
+    assert models.convnet(7, (28, 28, 1), 32, nn.conv2d_auto) is c
     assert models.convnet(7, (28, 28, 1), width=64) is not c
     assert models.convnet(7, (28, 28, 1), conv=nn.conv2d_im2col) is not c
+    assert models.convnet(7, (28, 28, 1), conv=nn.conv2d) is not c
     m = models.mlp(num_classes=3, input_shape=(4, 5, 2), hidden=[16, 8])
     assert models.mlp(3, (4, 5, 2), (16, 8), jax.nn.relu) is m
     assert models.mlp(3, (4, 5, 2), (16, 8), activation=jax.nn.sigmoid) is not m
