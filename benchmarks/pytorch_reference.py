@@ -50,13 +50,18 @@ DATA_CANDIDATES = (_ROOT / "leakage_lab" / "data" / "files" / "tiny-images.npz",
                    _ROOT / "data" / "tiny-images.npz")
 
 
-def load_tiny_images() -> tuple[np.ndarray, np.ndarray]:
-    """Images ``[N, 32, 32, 3]`` float32 in [0, 1] and int labels, read without leakage-lab."""
-    for path in DATA_CANDIDATES:
+def _load_npz(candidates) -> tuple[np.ndarray, np.ndarray]:
+    """The first existing file's images (float32 in [0, 1]) and int labels, without leakage-lab."""
+    for path in candidates:
         if path.exists():
             with np.load(path, allow_pickle=False) as z:
                 return z["images"].astype(np.float32) / 255.0, z["labels"].astype(np.int64)
-    raise FileNotFoundError(f"tiny-images.npz not found in {[str(p) for p in DATA_CANDIDATES]}")
+    raise FileNotFoundError(f"{candidates[0].name} not found in {[str(p) for p in candidates]}")
+
+
+def load_tiny_images() -> tuple[np.ndarray, np.ndarray]:
+    """Images ``[N, 32, 32, 3]`` float32 in [0, 1] and int labels, read without leakage-lab."""
+    return _load_npz(DATA_CANDIDATES)
 
 
 def picks(count: int, images: int) -> np.ndarray:
@@ -137,11 +142,7 @@ DIGITS = (_ROOT / "leakage_lab" / "data" / "files" / "digits.npz", _ROOT / "data
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
     """The bundled digits ``[N, 28, 28, 1]`` in [0, 1] and their labels, without leakage-lab."""
-    for path in DIGITS:
-        if path.exists():
-            with np.load(path, allow_pickle=False) as z:
-                return z["images"].astype(np.float32) / 255.0, z["labels"].astype(np.int64)
-    raise FileNotFoundError(f"digits.npz not found in {[str(p) for p in DIGITS]}")
+    return _load_npz(DIGITS)
 
 
 def fedavg_convnet_params(generator: torch.Generator, width: int = 32, channels: int = 1,
