@@ -279,7 +279,8 @@ def test_predict_then_run(path):
             experiment = [text for kind, text in all_cells[record + 1:at + 1] if kind == "code"]
             assert any(LIBRARY_CALL.search(text) for text in experiment), (
                 f"{path.name}: between the prediction (cell {record}) and its comparison "
-                f"(cell {at}) no cell runs the experiment through the library (ll.<module>.…, not ll.config)")
+                f"(cell {at}) no cell runs the experiment through the library "
+                "(ll.<module>.…, not ll.config)")
 
 
 def _notebook(tmp_path, *cells_):

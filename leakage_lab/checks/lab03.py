@@ -4,9 +4,8 @@ then the projection onto the box [0, 1])."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
