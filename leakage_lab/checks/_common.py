@@ -1,9 +1,10 @@
 """What every lab's self-check shares: the failure type, printing, comparisons, inputs.
 
-A check calls the learner's function through :func:`_call` (an exception becomes a hint),
-compares with the library through :func:`_close` / :func:`_trees_close`, and ends with
-:func:`_fail` (raises :class:`CheckFailed`, an ``AssertionError`` whose message is the
-hint) or :func:`_ok` (prints one line starting with ✓).
+A check calls the learner's function through :func:`_call` and differentiates it through
+:func:`_grad_or_hint` (an exception becomes a hint), compares with the library through
+:func:`_close` / :func:`_trees_close`, and ends with :func:`_fail` (raises
+:class:`CheckFailed`, an ``AssertionError`` whose message is the hint) or :func:`_ok`
+(prints one line starting with ✓).
 """
 
 from __future__ import annotations
@@ -52,6 +53,22 @@ def _call(fn: Callable, *args, what: str):
         raise
     except Exception as err:  # noqa: BLE001 - any error in the learner's code becomes a hint
         _fail(f"Calling {what} raised {type(err).__name__}: {err}")
+
+
+def _grad_or_hint(fn: Callable, x, hint: Callable[[Exception], str], *, jit: bool = True,
+                  has_aux: bool = False):
+    """``jax.grad(fn, has_aux=has_aux)(x)``, under ``jax.jit`` unless ``jit=False``.
+
+    The attacks differentiate the learner's function, so it must be written with jax.numpy;
+    if JAX cannot differentiate (or compile) it, the check fails with ``hint(err)``.
+    """
+    try:
+        grad = jax.grad(fn, has_aux=has_aux)
+        return (jax.jit(grad) if jit else grad)(x)
+    except CheckFailed:  # the guard's hint (a forbidden library call) passes through
+        raise
+    except Exception as err:  # noqa: BLE001 - any error in the learner's code becomes a hint
+        _fail(hint(err))
 
 
 def _scalar(value, what: str) -> float:

@@ -16,6 +16,7 @@ from leakage_lab.checks._common import (
     _call,
     _close,
     _fail,
+    _grad_or_hint,
     _ok,
     _scalar,
 )
@@ -116,13 +117,9 @@ def total_variation(fn: Callable) -> None:
               "differs by 1: expected 1 + 1 = 2.")
 
     x = jax.random.uniform(jax.random.key(30), (2, 6, 9, 3))
-    try:
-        grad = jax.jit(jax.grad(fn))(x)
-    except CheckFailed:
-        raise
-    except Exception as err:  # noqa: BLE001
-        _fail(f"JAX could not differentiate {name} under jit ({type(err).__name__}). Use "
-              "jax.numpy (jnp.abs, jnp.mean), and no float() or .item() on the values.")
+    grad = _grad_or_hint(fn, x, lambda err: (
+        f"JAX could not differentiate {name} under jit ({type(err).__name__}). Use "
+        "jax.numpy (jnp.abs, jnp.mean), and no float() or .item() on the values."))
     if not _close(grad, jax.grad(priors.total_variation)(x)):
         _fail(f"{name} has the right values but the wrong gradient: did you stop the gradient "
               "or round something?")
@@ -330,14 +327,10 @@ def inverting_objective(fn: Callable) -> None:
         def mine(x, model=model, params=params, update=update, labels=labels):
             return fn(model, params, update, x, labels, WEIGHTS[1])
 
-        try:
-            grad = jax.jit(jax.grad(mine))(images)
-        except CheckFailed:
-            raise
-        except Exception as err:  # noqa: BLE001
-            _fail(f"JAX could not differentiate {name} with respect to the images under jit "
-                  f"({type(err).__name__}: {str(err)[:120]}). Use jax.numpy throughout, "
-                  "and no float(), .item() or numpy on the values.")
+        grad = _grad_or_hint(mine, images, lambda err: (
+            f"JAX could not differentiate {name} with respect to the images under jit "
+            f"({type(err).__name__}: {str(err)[:120]}). Use jax.numpy throughout, "
+            "and no float(), .item() or numpy on the values."))
         if not _close(grad, want_grad, rtol=1e-3, atol=1e-6):
             zero = float(jnp.max(jnp.abs(grad))) == 0.0
             _fail(f"{name} has the right values but the wrong gradient with respect to the "

@@ -14,6 +14,7 @@ from leakage_lab.checks._common import (
     CheckFailed,
     _call,
     _fail,
+    _grad_or_hint,
     _ok,
     _trees_close,
 )
@@ -382,13 +383,9 @@ def sim_update(fn: Callable) -> None:
         if case:   # the gradient is checked on the first client
             continue
         if grad is None:
-            try:
-                grad, _ = jax.grad(both, has_aux=True)(images)
-            except CheckFailed:
-                raise
-            except Exception as err:  # noqa: BLE001
-                _fail(f"JAX could not differentiate {name} with respect to the images "
-                      f"({type(err).__name__}: {str(err)[:120]}).")
+            grad, _ = _grad_or_hint(both, images, lambda err: (
+                f"JAX could not differentiate {name} with respect to the images "
+                f"({type(err).__name__}: {str(err)[:120]})."), jit=False, has_aux=True)
         if not _trees_near(grad, want_grad, rtol=2e-3, atol=1e-6):
             late = np.abs(np.asarray(grad[:, :-1] if batches > 1 else grad[:-1]))
             vanished = float(late.max()) < 1e-9 * max(float(np.abs(want_grad).max()), 1e-30)
