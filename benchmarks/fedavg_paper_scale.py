@@ -9,15 +9,18 @@ three update-free guesses (``ll.metrics.baseline_scores``: all-background, pixel
 label mean, from the public half of the set) and each method's gain over the label-mean
 guess.
 
-The client feeds its network normalised images (``ds.normalization``, the set's per-channel
-mean and std, as the released code does for FEMNIST) and the attack is told so
-(``normalization=ds``). Clients hold 50 images drawn from the odd-numbered images of the set;
-the public data (guesses, normalisation) is the even-numbered half. The network is the
-library's default ``convnet`` at initialisation (one fixed key for every client, as in the
-released code), client learning rate 0.004, known label counts.
+The network normalises its input itself (``convnet(..., normalization=public)``: the
+public half's per-channel mean and std, as the released code does for FEMNIST), the
+clients feed it pixels, and the attack is called without ``normalization=``: the default
+attack takes the normalisation from the network. Clients hold 50 images drawn from the
+odd-numbered images of the set; the public data (guesses, normalisation) is the
+even-numbered half. The network is the library's default ``convnet`` at initialisation
+(one fixed key for every client, as in the released code), client learning rate 0.004,
+known label counts.
 
-``--before`` also runs the library as it was before the normalised working space (client
-fed pixels, attack in pixels from U(0, 1)) with the default preset, method "Ours".
+``--before`` also runs the library as it was before the normalised working space (the
+same network without the normalisation, fed pixels; attack in pixels from U(0, 1)) with
+the default preset, method "Ours".
 ``--devices`` measures clients per second of ``independent=True`` on 1, 2 and 4 forced CPU
 devices (``XLA_FLAGS=--xla_force_host_platform_device_count``), each in a subprocess.
 
@@ -97,9 +100,10 @@ def run_table(epochs: int, presets: list[str], methods: list[str], clients: int,
     ll, ds, public, private = setup(classes)
     from leakage_lab import fedavg as F
 
-    norm = public.normalization
-    model = ll.models.convnet(ds.num_classes, (28, 28, 1), conv=ll.nn.conv2d_im2col)
-    params = model.init(jax.random.key(0))
+    plain = ll.models.convnet(ds.num_classes, (28, 28, 1), conv=ll.nn.conv2d_im2col)
+    model = ll.models.convnet(ds.num_classes, (28, 28, 1), conv=ll.nn.conv2d_im2col,
+                              normalization=public)
+    params = model.init(jax.random.key(0))   # the same weights as plain.init's
     data = clients_data(private, clients, first)
     batches = -(-N // M)
     raw: dict = {"guesses": {k: [] for k in GUESS_KEYS.values()}, "presets": {},
@@ -111,13 +115,12 @@ def run_table(epochs: int, presets: list[str], methods: list[str], clients: int,
         for name, key in GUESS_KEYS.items():
             raw["guesses"][key].append(table[name].psnrs.tolist())
 
-    def updates(pixels: bool):
-        return [ll.fl.client_update(model, params, x if pixels else norm.normalize(x), y,
-                                    lr=LR, epochs=epochs, batch_size=M,
+    def updates(net):   # the clients feed pixels
+        return [ll.fl.client_update(net, params, x, y, lr=LR, epochs=epochs, batch_size=M,
                                     key=jax.random.key(1000 + c))
                 for c, (x, y) in enumerate(data, start=first)]
 
-    thetas = updates(False)
+    thetas = updates(model)
     runs = [(preset, name) for preset in presets for name in methods]
     if before:
         runs.append(("before", "Ours (prior)"))
@@ -139,8 +142,8 @@ def run_table(epochs: int, presets: list[str], methods: list[str], clients: int,
         # All clients at once (independent=True): one compilation; on a CPU the clients
         # run one after the other inside it. Same θs for all (one init, as the released
         # code); the lowest-loss step ("paper") is chosen on the sum of their losses.
-        if preset == "before":   # the library before: client fed pixels, attack in pixels
-            res = ll.attacks.fedavg(model, params, updates(True), label_counts=counts,
+        if preset == "before":   # the library before: no normalisation, attack in pixels
+            res = ll.attacks.fedavg(plain, params, updates(plain), label_counts=counts,
                                     lr=LR, epochs=epochs, batch_size=M, steps=steps,
                                     key=jax.random.key(7000 + first), independent=True,
                                     method=getattr(F, method), **kw)
@@ -148,8 +151,7 @@ def run_table(epochs: int, presets: list[str], methods: list[str], clients: int,
             res = ll.attacks.fedavg(model, params, thetas, label_counts=counts, lr=LR,
                                     epochs=epochs, batch_size=M, steps=steps,
                                     key=jax.random.key(7000 + first), preset=preset,
-                                    independent=True, method=getattr(F, method),
-                                    normalization=norm, **kw)
+                                    independent=True, method=getattr(F, method), **kw)
         cell = [[], []]
         for c, x in enumerate(xs):
             score = ll.metrics.score_batch(res.images[c * N:(c + 1) * N], x)
@@ -210,16 +212,15 @@ def devices_worker(devices: int, clients: int, steps: int) -> dict:
     import jax
 
     ll, ds, public, private = setup(10)
-    norm = public.normalization
-    model = ll.models.convnet(10, (28, 28, 1))
+    model = ll.models.convnet(10, (28, 28, 1), normalization=public)
     params = model.init(jax.random.key(0))
     thetas, counts = [], []
     for c, (x, y) in enumerate(clients_data(private, clients)):
-        thetas.append(ll.fl.client_update(model, params, norm.normalize(x), y, lr=LR, epochs=1,
+        thetas.append(ll.fl.client_update(model, params, x, y, lr=LR, epochs=1,
                                           batch_size=M, key=jax.random.key(c)))
         counts.append(np.bincount(y, minlength=10))
     kw = dict(label_counts=np.stack(counts), lr=LR, epochs=1, batch_size=M, steps=steps,
-              normalization=norm, independent=True, devices=devices)
+              independent=True, devices=devices)
     ll.attacks.fedavg(model, params, thetas, key=jax.random.key(1), **kw)   # compile
     res = ll.attacks.fedavg(model, params, thetas, key=jax.random.key(2), **kw)
     return {"devices": devices, "clients": clients, "steps": steps,
@@ -273,10 +274,11 @@ def main() -> None:
            "environment": environment(),
            "setting": {"data": "femnist-like" if args.classes == 10 else "femnist-like-62",
                        "N": N, "m": M, "client_lr": LR, "label_counts": "known",
-                       "network": "ll.models.convnet(conv=nn.conv2d_im2col) at init, one key "
-                                  "for all clients",
-                       "client_input": "normalised with the public half's ds.normalization; "
-                                       "the attack is given it (normalization=)",
+                       "network": "ll.models.convnet(conv=nn.conv2d_im2col, normalization="
+                                  "public) at init, one key for all clients",
+                       "client_input": "pixels; the network normalises them with the public "
+                                       "half's ds.normalization; the attack takes it from the "
+                                       "network (no normalization=)",
                        "guesses": "ll.metrics.baseline_scores, public = even-numbered images",
                        "rec_threshold_db": 20},
            "note": args.note,

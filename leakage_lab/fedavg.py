@@ -51,7 +51,7 @@ from leakage_lab import distances, engine, matching, objective, optimizers, prio
 from leakage_lab._validate import check_int, check_matching
 from leakage_lab.data.dataset import Normalization
 from leakage_lab.engine import AttackResult
-from leakage_lab.models import Model
+from leakage_lab.models import Model, as_normalization
 from leakage_lab.priors import epoch_invariant, epoch_mean
 
 __all__ = [
@@ -427,33 +427,47 @@ def _as_counts(model: Model, label_counts, num_samples, who: str) -> np.ndarray:
     return c
 
 
-def _as_normalization(normalization, channels: int, who: str) -> Normalization | None:
-    """``None``, a ``(mean, std)`` pair, a ``data.Normalization`` or a ``data.Dataset``
-    (its declared ``normalization``) -> a checked ``Normalization`` or ``None``."""
-    if normalization is None:
-        return None
-    declared = getattr(normalization, "normalization", None)
-    if isinstance(declared, Normalization):
-        normalization = declared
-    try:
-        mean, std = normalization
-        mean = np.atleast_1d(np.asarray(mean, np.float64))
-        std = np.atleast_1d(np.asarray(std, np.float64))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{who}: normalization must be (mean, std) per channel, a "
-                         f"data.Normalization or a data.Dataset, got {normalization!r}."
-                         ) from err
-    if mean.ndim != 1 or std.ndim != 1 or len(mean) != len(std):
-        raise ValueError(f"{who}: normalization must give one mean and one std per channel, "
-                         f"got mean {mean.tolist()} and std {std.tolist()}.")
-    if len(mean) != channels:
-        raise ValueError(f"{who}: the normalization has {len(mean)} channel(s) (mean "
-                         f"{mean.tolist()}, std {std.tolist()}), but the model's images have "
-                         f"{channels}; expected {channels} mean(s) and std(s).")
-    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
-        raise ValueError(f"{who}: normalization needs finite means and stds > 0, got mean "
-                         f"{mean.tolist()}, std {std.tolist()}.")
-    return Normalization(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+def _working_space(model: Model, normalization, who: str):
+    """``(norm, model)``: the attack's working space and the network it simulates.
+
+    An explicit ``normalization`` (checked against the model's channels) is that of a
+    network fed normalised inputs: the model is used as it is. With ``None``, the model's
+    own ``model.normalization`` (or pixels, without one); the network, which normalises
+    its pixel input itself, is then fed ``pixels(z)`` (:func:`_fed_working`)."""
+    explicit = as_normalization(normalization, model.input_shape[-1], who)
+    carried = model.normalization
+    if carried is None:
+        return explicit, model
+    if explicit is not None and explicit != carried:
+        raise ValueError(
+            f"{who}: the model normalises its input itself (mean {list(carried.mean)}, std "
+            f"{list(carried.std)}), but normalization= gives another one (mean "
+            f"{list(explicit.mean)}, std {list(explicit.std)}); leave normalization=None to "
+            "use the model's, or give a model built without normalization= for a network fed "
+            "normalised inputs.")
+    return carried, _fed_working(model)
+
+
+@functools.lru_cache(maxsize=32)
+def _fed_working(model: Model) -> Model:
+    """``model`` (which normalises its pixel input) as a network of the working space ``z``:
+    it is fed ``pixels(z) = z · std + mean``, which it normalises back to ``z`` (up to
+    rounding). Cached, so that the attack's compiled loss is reused."""
+    norm = model.normalization
+
+    def apply(params, z):
+        return model.apply(params, _pixels(z, norm))
+
+    def features(params, z):
+        return model.features(params, _pixels(z, norm))
+
+    taps = None
+    if model.apply_with_taps is not None:
+        def taps(params, z, t):
+            return model.apply_with_taps(params, _pixels(z, norm), t)
+
+    return model._replace(apply=apply, features=features, apply_with_taps=taps,
+                          normalization=None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -522,17 +536,29 @@ def fedavg(model: Model, theta_s, update, *, label_counts, lr: float, epochs: in
     code's ramp. The result is matched and averaged over epochs by MatchEpoch
     (``matching.match_epochs``).
 
-    **The working space.** ``normalization`` says what the client's network was fed:
-    ``None`` (default), the pixels in [0, 1] as they are (every lab's client); or the
-    data's normalisation ``(x - mean) / std`` per channel, given as ``(mean, std)``, a
-    ``data.Normalization`` or a ``data.Dataset`` (its declared ``ds.normalization``, the
-    per-channel mean and std of its images; e.g. ``normalization=ds`` for a client that
-    fed ``ds.normalization.normalize(x)``). The attack works where the network works: the
-    variables X̃ are the network's (normalised) inputs, start from N(0, 1) there, the box
-    penalty and ``project`` act on the pixels ``X̃ · std + mean``, and TV and the prior on
-    X̃. The results are pixels. The released code of Dimitrov et al. works this way
-    (FEMNIST: mean 0.964, std 0.158); on a white background it matters (see
-    ``benchmarks/fedavg_paper_scale.py``).
+    **The working space.** The attack works where the network works, in the data's
+    normalisation ``z = (x - mean) / std`` per channel. By default (``normalization=None``)
+    it takes it from the network: the server distributes the network together with its
+    input preprocessing (as the released code of Dimitrov et al. does), so a model built
+    with ``normalization=`` carries it, e.g.
+
+        ds = ll.data.load("femnist-like")
+        model = ll.models.convnet(ds.num_classes, (28, 28, 1), normalization=ds)
+
+    normalises its pixel input itself (``model.normalization``, the set's declared
+    ``ds.normalization``), and the clients feed it pixels in [0, 1] as every lab does. The
+    variables X̃ are then the normalised images z, start from N(0, 1) there, and the
+    network is fed the pixels ``z · std + mean``; the box penalty and ``project`` act on
+    those pixels, TV and the prior on z. The results are pixels. A model without a
+    normalisation is attacked in pixel space (the variables are the pixels). The released
+    code works this way (FEMNIST: mean 0.964, std 0.158); on a white background it matters
+    (see ``benchmarks/fedavg_paper_scale.py``).
+
+    An explicit ``normalization=`` (``(mean, std)``, a ``data.Normalization`` or a
+    ``data.Dataset``, its ``ds.normalization``) describes a network built without one
+    whose client fed it normalised images, ``ds.normalization.normalize(x)``: the same
+    working space, but the network is fed z itself. Giving a normalisation that differs
+    from the model's own is an error.
 
     **Presets** (``preset=``; every keyword given explicitly overrides its preset value):
 
@@ -549,7 +575,7 @@ def fedavg(model: Model, theta_s, update, *, label_counts, lr: float, epochs: in
       (``e^(-3 l/(L-1))``, layers in the order of ``theta_s``), divided by B; ``s`` ramped
       linearly from 1 at the first step to 2 at the last; 400 steps of Adam at 0.4 with a
       smooth exponential decay (``0.4 · 0.995^(t/10)``); the last iterate; one attempt;
-      the start N(0, 1) (in the normalised space when ``normalization`` is given);
+      the start N(0, 1) (in the normalised space with a normalisation);
       λ_inv = 1000, the weight that belongs to that L2 on normalised images.
 
     What the preset does not change (facts about the released code that are data or
@@ -609,7 +635,9 @@ def fedavg(model: Model, theta_s, update, *, label_counts, lr: float, epochs: in
             (preset: U(0, 1), or N(0, 1) with a normalisation / for "released-code").
         project: optional ``project(pixels) -> pixels`` after every step (e.g.
             ``optimizers.unit_box``); applied to the pixels; the paper uses none.
-        normalization: the network's input normalisation (above); ``None``: pixels.
+        normalization: ``None`` (default): the model's own ``model.normalization``, or
+            pixels without one; else the input normalisation of a network fed normalised
+            images (above).
         keep: ``"best"`` (lowest loss) or ``"last"`` iterate (preset: best / last).
         num_samples: the client's N, if known separately; checked against the counts.
         local_steps: the number of local steps U the server was told, if any; checked
@@ -635,14 +663,15 @@ def fedavg(model: Model, theta_s, update, *, label_counts, lr: float, epochs: in
 
     Raises:
         ValueError: for an unknown preset (the message lists the valid ones), a
-            normalisation whose channel count is not the model's, trees of different
+            normalisation whose channel count is not the model's or that differs from the
+            model's own ``model.normalization``, trees of different
             structure, counts that are not non-negative integers ``[K]``, counts that do
             not sum to ``num_samples``, ``local_steps`` not equal to ``E · ceil(N/m)``, or
             non-positive E, m, η or steps.
     """
     who = "attacks.fedavg"
     settings = _check_preset(preset, who)
-    norm = _as_normalization(normalization, model.input_shape[-1], who)
+    norm, model = _working_space(model, normalization, who)
     steps = settings["steps"] if steps is None else steps
     invariant_weight = (settings["invariant_weight"] if invariant_weight is None
                         else invariant_weight)

@@ -17,6 +17,17 @@ attack's loss is cached on it) is reused when a lab cell re-runs:
     >>> ll.models.lenet(num_classes=100, input_shape=(32, 32, 3)) is model
     False
 
+``normalization=`` (every builder) puts the data's input normalisation inside the network:
+its first operation is ``(x - mean) / std`` per channel, so clients feed it pixels in
+[0, 1] and attacks that see the model (``attacks.fedavg``) know it. Give ``(mean, std)``,
+a ``data.Normalization`` or a ``data.Dataset`` (its declared ``ds.normalization``):
+
+    >>> ll.models.mlp(10, (28, 28, 1), normalization=((0.5,), (0.25,))).name
+    'mlp(28x28x1 -> 256-10, normalised)'
+
+Built with ``normalization=ll.data.load("femnist-like")``, the network takes that set's
+mean 0.9623 and std 0.1514.
+
 ``features(params, images)`` returns the penultimate activations (the input of the
 last dense layer): label-recovery attacks read the last layer's gradient against them.
 
@@ -41,8 +52,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from leakage_lab import nn
+from leakage_lab.data.dataset import Normalization
 
 __all__ = ["Model", "convnet", "lenet", "mlp"]
 
@@ -67,6 +80,9 @@ class Model(NamedTuple):
             ``[N, out]`` added to that layer's pre-activation ``a @ w + b``; ``inputs``
             maps the same names to the layers' inputs ``a`` ``[N, in]``. With zero taps
             the logits equal ``apply(params, images)``.
+        normalization: the input normalisation the network applies to its pixel input as
+            its first operation, ``(x - mean) / std`` per channel (a
+            ``data.Normalization``), or ``None``: the network takes its input as it is.
     """
 
     init: Callable[[jax.Array], Params]
@@ -77,6 +93,7 @@ class Model(NamedTuple):
     name: str
     dense_layers: tuple[str, ...] = ()
     apply_with_taps: Callable[[Params, jax.Array, dict], tuple[jax.Array, dict]] | None = None
+    normalization: Normalization | None = None
 
 
 def check_images(images, input_shape: tuple[int, int, int], who: str) -> None:
@@ -113,6 +130,38 @@ def _check_args(num_classes: int, input_shape) -> tuple[int, int, int]:
         raise ValueError(f"input_shape must be (H, W, C) with positive int sizes, "
                          f"got {input_shape!r}.")
     return shape
+
+
+def as_normalization(normalization, channels: int, who: str,
+                     where: str = "the model's images have") -> Normalization | None:
+    """``None``, a ``(mean, std)`` pair, a ``data.Normalization`` or a ``data.Dataset``
+    (its declared ``normalization``) -> a checked ``Normalization`` of float tuples (hashable)
+    or ``None``. Raises a ValueError unless there is one finite mean and one std > 0 for
+    each of the ``channels`` channels; ``where`` names what holds them in the message."""
+    if normalization is None:
+        return None
+    declared = getattr(normalization, "normalization", None)
+    if isinstance(declared, Normalization):
+        normalization = declared
+    try:
+        mean, std = normalization
+        mean = np.atleast_1d(np.asarray(mean, np.float64))
+        std = np.atleast_1d(np.asarray(std, np.float64))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{who}: normalization must be (mean, std) per channel, a "
+                         f"data.Normalization or a data.Dataset, got {normalization!r}."
+                         ) from err
+    if mean.ndim != 1 or std.ndim != 1 or len(mean) != len(std):
+        raise ValueError(f"{who}: normalization must give one mean and one std per channel, "
+                         f"got mean {mean.tolist()} and std {std.tolist()}.")
+    if len(mean) != channels:
+        raise ValueError(f"{who}: the normalization has {len(mean)} channel(s) (mean "
+                         f"{mean.tolist()}, std {std.tolist()}), but {where} {channels}; "
+                         f"expected {channels} mean(s) and std(s).")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+        raise ValueError(f"{who}: normalization needs finite means and stds > 0, got mean "
+                         f"{mean.tolist()}, std {std.tolist()}.")
+    return Normalization(tuple(float(v) for v in mean), tuple(float(v) for v in std))
 
 
 # ------------------------------------------------------------------ the builders' cache
@@ -185,14 +234,16 @@ def _hashable(value) -> bool:
     return True
 
 
-def _normalise_common(args: dict) -> dict:
+def _normalise_common(args: dict, who: str = "models.lenet") -> dict:
     args["input_shape"] = _check_args(args["num_classes"], args["input_shape"])
     args["num_classes"] = operator.index(args["num_classes"])
+    args["normalization"] = as_normalization(args["normalization"], args["input_shape"][-1],
+                                             who, where="input_shape has")
     return args
 
 
 def _normalise_convnet(args: dict) -> dict:
-    args = _normalise_common(args)
+    args = _normalise_common(args, "models.convnet")
     args["width"] = _check_int(args["width"], "width", 1)
     if not callable(args["conv"]):
         raise TypeError(f"convnet: conv must be {_EXPECTED['conv']}, got {args['conv']!r}.")
@@ -200,7 +251,7 @@ def _normalise_convnet(args: dict) -> dict:
 
 
 def _normalise_mlp(args: dict) -> dict:
-    args = _normalise_common(args)
+    args = _normalise_common(args, "models.mlp")
     hidden = args["hidden"]
     try:
         args["hidden"] = tuple(_check_int(h, "each hidden size", 1) for h in hidden)
@@ -229,17 +280,27 @@ def _check_taps(taps, params, dense_layers, n: int, who: str) -> None:
                              f"{list(want)}, got {list(jnp.shape(taps[layer]))}.")
 
 
-def _finish(name, input_shape, num_classes, init, body, head, dense_layers) -> Model:
+def _finish(name, input_shape, num_classes, init, body, head, dense_layers,
+            normalization: Normalization | None = None) -> Model:
     """Builds a Model from ``body`` (images -> penultimate) and ``head`` (last dense layer).
 
     Both take ``dense(p, layer, x)``, the function to apply their dense layers with:
-    plain for ``apply`` and ``features``, tapped for ``apply_with_taps``.
+    plain for ``apply`` and ``features``, tapped for ``apply_with_taps``. With a
+    ``normalization``, the images are normalised before ``body`` and ``name`` says so.
     """
     dense_layers = tuple(dense_layers)
+    if normalization is not None:
+        name = f"{name[:-1]}, normalised)"
+
+    def normalise(images):
+        if normalization is None:
+            return images
+        return ((images - jnp.asarray(normalization.mean, images.dtype))
+                / jnp.asarray(normalization.std, images.dtype))
 
     def features(params, images):
         check_images(images, input_shape, name)
-        return body(params, images, _dense)
+        return body(params, normalise(images), _dense)
 
     def apply(params, images):
         return head(params, features(params, images), _dense)
@@ -253,14 +314,14 @@ def _finish(name, input_shape, num_classes, init, body, head, dense_layers) -> M
             inputs[layer] = x
             return _dense(p, layer, x) + taps[layer]
 
-        return head(params, body(params, images, tapped), tapped), inputs
+        return head(params, body(params, normalise(images), tapped), tapped), inputs
 
     return Model(init, apply, features, input_shape, num_classes, name, dense_layers,
-                 apply_with_taps)
+                 apply_with_taps, normalization)
 
 
 @_cached(_normalise_common)
-def lenet(num_classes: int = 10, input_shape=(32, 32, 3)) -> Model:
+def lenet(num_classes: int = 10, input_shape=(32, 32, 3), normalization=None) -> Model:
     """The sigmoid LeNet of Deep Leakage from Gradients (Zhu et al., NeurIPS 2019).
 
     Three 5x5 convolutions with 12 channels (strides 2, 2, 1, padding 2), each followed
@@ -293,12 +354,12 @@ def lenet(num_classes: int = 10, input_shape=(32, 32, 3)) -> Model:
     def head(p, f, dense):
         return dense(p, "fc", f)
 
-    return _finish(name, input_shape, num_classes, init, body, head, ("fc",))
+    return _finish(name, input_shape, num_classes, init, body, head, ("fc",), normalization)
 
 
 @_cached(_normalise_convnet)
 def convnet(num_classes: int = 10, input_shape=(28, 28, 1), width: int = 32,
-            conv: Callable = nn.conv2d_auto) -> Model:
+            conv: Callable = nn.conv2d_auto, normalization=None) -> Model:
     """The convolutional network of Dimitrov et al. (TMLR 2022), Table 5.
 
     conv ``width`` 3x3 pad 1, ReLU, avg-pool 2; conv ``2*width`` 1x1 pad 1, ReLU,
@@ -347,12 +408,13 @@ def convnet(num_classes: int = 10, input_shape=(28, 28, 1), width: int = 32,
     def head(p, f, dense):
         return dense(p, "fc2", f)
 
-    return _finish(name, input_shape, num_classes, init, body, head, ("fc1", "fc2"))
+    return _finish(name, input_shape, num_classes, init, body, head, ("fc1", "fc2"),
+                   normalization)
 
 
 @_cached(_normalise_mlp)
 def mlp(num_classes: int = 10, input_shape=(28, 28, 1), hidden=(256,),
-        activation: Callable = jax.nn.relu) -> Model:
+        activation: Callable = jax.nn.relu, normalization=None) -> Model:
     """A multi-layer perceptron: flatten, then dense layers ``fc1 ... fcL``.
 
     The first dense layer sees the flattened image itself, so its gradients reveal the
@@ -383,4 +445,4 @@ def mlp(num_classes: int = 10, input_shape=(28, 28, 1), hidden=(256,),
     def head(p, f, dense):
         return dense(p, layers[-1], f)
 
-    return _finish(name, input_shape, num_classes, init, body, head, layers)
+    return _finish(name, input_shape, num_classes, init, body, head, layers, normalization)
