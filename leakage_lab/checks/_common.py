@@ -89,9 +89,10 @@ def _pairs(a, b) -> list[tuple]:
     return list(zip(la, lb, strict=True)) if len(la) == len(lb) else []
 
 
-def _trees_close(a, b) -> bool:
+def _trees_close(a, b, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(_close(x, y) for x, y in zip(la, lb, strict=True))
+    return len(la) == len(lb) and all(_close(x, y, rtol=rtol, atol=atol)
+                                      for x, y in zip(la, lb, strict=True))
 
 
 def _leafwise(a, b, fn) -> list[float]:

@@ -270,14 +270,6 @@ def _sim_variants(model, params, images, labels, lr):
     ]
 
 
-def _trees_near(a, b, rtol=2e-4, atol=1e-5) -> bool:
-    from leakage_lab.checks._common import _close
-
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(_close(x, y, rtol=rtol, atol=atol)
-                                      for x, y in zip(la, lb, strict=True))
-
-
 def _has_loop(jaxpr) -> bool:
     """Whether a traced function contains a scan or while loop (at any depth)."""
     for eqn in jaxpr.eqns:
@@ -355,12 +347,12 @@ def sim_update(fn: Callable) -> None:
             _fail(f"{name} should return the simulated average update, a pytree shaped like "
                   f"theta_s ({jax.tree.structure(params)}), got {type(got).__name__}: not the "
                   "scan's stacked outputs or a loss.")
-        if not _trees_near(got, want):
+        if not _trees_close(got, want, rtol=2e-4, atol=1e-5):
             if case == 1:
                 _fail(f"{name} is right for one client but not for another (E = {epochs}, "
                       f"B = {batches}, m = {images.shape[2]}): is a size, E or B hard-coded?")
             for value, hint in _sim_variants(model, params, images, labels, lr):
-                if _trees_near(got, value):
+                if _trees_close(got, value, rtol=2e-4, atol=1e-5):
                     _fail(f"{name} does not return SimUpdate's average update: {hint}.")
             _fail(f"{name} does not match ll.fedavg.simulate (E = {epochs}, B = {batches}, "
                   f"m = {images.shape[2]}, η = {lr}): scan over the E·B batches in order, "
@@ -386,7 +378,7 @@ def sim_update(fn: Callable) -> None:
             grad, _ = _grad_or_hint(both, images, lambda err: (
                 f"JAX could not differentiate {name} with respect to the images "
                 f"({type(err).__name__}: {str(err)[:120]})."), jit=False, has_aux=True)
-        if not _trees_near(grad, want_grad, rtol=2e-3, atol=1e-6):
+        if not _trees_close(grad, want_grad, rtol=2e-3, atol=1e-6):
             late = np.abs(np.asarray(grad[:, :-1] if batches > 1 else grad[:-1]))
             vanished = float(late.max()) < 1e-9 * max(float(np.abs(want_grad).max()), 1e-30)
             _fail(f"{name} has the right update but the wrong gradient with respect to the "
