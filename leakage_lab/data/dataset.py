@@ -100,9 +100,9 @@ class Dataset(NamedTuple):
     def normalization(self) -> Normalization:
         """The set's declared input normalisation: the per-channel mean and std of its
         images (rounded to 4 digits), e.g. ``mean 0.1313, std 0.3086`` for ``"digits"``
-        and ``0.9623, 0.1514`` for ``"femnist-like"``. Feed a network
-        ``ds.normalization.normalize(x)``; ``attacks.fedavg(..., normalization=ds)`` takes
-        it from the set."""
+        and ``0.9623, 0.1514`` for ``"femnist-like"``. Build the network with it
+        (``models.convnet(..., normalization=ds)``: it normalises its pixel input, and
+        ``attacks.fedavg`` takes the normalisation from the network)."""
         return normalization(self.images)
 
 
