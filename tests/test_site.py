@@ -1,7 +1,7 @@
 """`leakage-lab site`: the executed labs as a static site that works offline.
 
 Builds the site for lab 01 in quick mode (the ``built_site`` fixture of conftest.py,
-shared with the browser test) and checks its pages: every output is there (figures as
+shared with the browser tests) and checks its pages: every output is there (figures as
 embedded images, the Live view as saved widget state with its frames), the links
 between pages lead to files that exist, and nothing loads from the network.
 """
