@@ -23,6 +23,17 @@ def numpy_init(model, seed):
     return params
 
 
+def small_client(model):
+    """The client tests/test_fedavg.py and tests/test_fedavg_presets.py attack: the weights
+    ``numpy_init(model, 0)``, six images U(0, 1) shaped like the model's input (seed 0) and
+    their labels [0, 1, 2, 0, 1, 0]. Returns (params, images, labels)."""
+    params = numpy_init(model, 0)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0.0, 1.0, (6, *model.input_shape)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, 0], np.int32)
+    return params, images, y
+
+
 def load(path):
     """A notebook as JSON."""
     return json.loads(Path(path).read_text(encoding="utf-8"))

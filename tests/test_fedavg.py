@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _helpers import numpy_init
+from _helpers import small_client
 
 from leakage_lab import attacks as ll_attacks
 from leakage_lab import distances, fedavg, fl, labels, metrics, models, priors
@@ -17,11 +17,7 @@ LR = 0.5
 
 @pytest.fixture(scope="module")
 def setup():
-    params = numpy_init(MODEL, 0)
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0.0, 1.0, (6, *SHAPE)).astype(np.float32)
-    y = np.array([0, 1, 2, 0, 1, 0], np.int32)
-    return params, images, y
+    return small_client(MODEL)
 
 
 def _close(a, b, **kw):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _helpers import numpy_init
+from _helpers import small_client
 
 from leakage_lab import attacks, data, distances, fedavg, fl, models, optimizers
 
@@ -19,10 +19,7 @@ NORM = ((0.9,), (0.1,))
 
 @pytest.fixture(scope="module")
 def setup():
-    params = numpy_init(MODEL, 0)
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0.0, 1.0, (6, *SHAPE)).astype(np.float32)
-    y = np.array([0, 1, 2, 0, 1, 0], np.int32)
+    params, images, y = small_client(MODEL)
     theta_c = fl.client_update(MODEL, params, images, y, lr=LR, epochs=2, batch_size=3,
                                key=jax.random.key(1))
     return params, images, y, theta_c
