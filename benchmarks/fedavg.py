@@ -23,7 +23,8 @@ Three parts, printed as one JSON object (progress goes to stderr):
 Two more settings (``--setting``), each printing its JSON as the last line:
 
 * ``lab08``: lab 08's classroom regime (:data:`LAB08`: lab 06's dense network at
-  initialisation, N digits per client, the client rate and batch size below), all five
+  initialisation, N digits per client from four of the ten classes, the client rate and
+  batch size below), all five
   methods at the largest E on clients of the evaluation half, beside the three
   update-free guesses (``metrics.baseline_scores``, public images from the tuning half).
   The regime was chosen on tuning-half clients (see :data:`LAB08`).
@@ -226,15 +227,29 @@ def quality(ds, shape, clients, steps, methods, modes, first=0, seed=2):
 
 # ------------------------------------------------------------------ lab 08's regime
 
-#: Lab 08's classroom regime (notebooks/08_attacking_fedavg.ipynb uses the same numbers).
-#: Chosen on one client of 8 digits drawn from the tuning half, E = 10, Ours (prior) vs
-#: FedSGD, known counts (mean PSNR; label-mean guess 13.3 dB): N = 8 with m = 4 at
-#: η = 0.02 / 0.05 / 0.07 / 0.1: 29.3 vs 25.5, 27.7 vs 20.7, 25.6 vs 19.6, 21.4 vs 18.6 dB
-#: (prior 78.4 at η = 0.1: 16.3 dB; 400 steps: 22.6 dB); m = 2 at η = 0.02 / 0.035:
-#: 29.1 vs 21.7, 25.0 vs 19.3; m = 8 at η = 0.1 / 0.3: 27.9 vs 20.8, 19.8 vs 18.2. The
-#: ``lab08`` setting reports other clients, drawn from the evaluation half;
-#: benchmarks/results/fedavg_lab08.json holds its run over 10 of them.
-LAB08 = dict(num_samples=8, batch_size=4, lr=0.05, epochs=(1, 5, 10), steps=200,
+#: Lab 08's classroom regime (notebooks/08_attacking_fedavg.ipynb uses the same numbers):
+#: lab 06's dense network at initialisation, label-skewed clients (each holds N digits
+#: drawn from ``classes`` of the ten classes, a common non-IID split in federated
+#: learning), E = 10. Chosen on three clients drawn from the tuning half, 200 steps, Ours
+#: (prior) vs FedSGD, known counts, mean PSNR / Rec% (label-mean guess):
+#:   IID N = 8, m = 4, η = 0.05: 28.2 / 100 % vs 20.0 / 50 % (13.5-14.0 dB)
+#:     (400 steps 28.0 vs 20.2; λ_inv 20 / 2: 28.2 / 26.8 vs 20.0; TV 1e-2: 28.0 vs 19.9;
+#:     2 restarts: 28.1 vs 20.0; η 0.04 / 0.06: 29.3 vs 21.2, 27.2 vs 19.5)
+#:   IID N = 8, m = 2: 22.7 / 81 % vs 18.2 / 31 %; m = 1, η = 0.02: 24.1 vs 18.6;
+#:   IID N = 16, m = 4: 18.5 vs 14.7 (600 steps: 18.9 vs 14.8)
+#:   the Table-5 convnet, N = 8, m = 4, η = 0.05 / 0.02: 15.5 vs 11.3, 17.2 vs 14.1 dB
+#:   4 classes, N = 8, m = 4, η = 0.05: 22.1 / 71 % vs 15.2 / 4 % (12.8 dB)
+#:     (η 0.04: 22.8 / 67 % vs 15.3 / 17 %; 400 steps: unchanged)
+#:   5 classes: 23.6 / 67 % vs 16.8 / 21 %; 6 classes: 22.4 / 62 % vs 16.9 / 29 %
+#: Ten evaluation clients: IID (the previous regime) 26.4 / 92.5 % vs 19.2 / 42.5 %
+#: (13.1 dB); four classes (this regime) 22.0 / 57.5 % vs 15.7 / 10.0 % (13.1 dB).
+#: On IID clients FedSGD keeps about half of the digits above 20 dB (legible in the
+#: figure); with four classes it stays near the label-mean guess and the simulation
+#: still recovers most digits, which is the paper's point made visible. No setting tried
+#: met all of the issue's bars (Ours >= FedSGD + 8 dB and >= label mean + 10 dB, Rec%
+#: >= 70 % vs <= 30 %). The ``lab08`` setting reports other clients, drawn from the
+#: evaluation half; benchmarks/results/fedavg_lab08.json holds its run over 10 of them.
+LAB08 = dict(num_samples=8, batch_size=4, lr=0.05, classes=4, epochs=(1, 5, 10), steps=200,
              prior=7.84, server_seed=1)
 LAB08_METHODS = {
     "Ours (prior)": dict(method=F.per_batch, invariant_weight=LAB08["prior"]),
@@ -243,6 +258,14 @@ LAB08_METHODS = {
     "FedSGD-Epoch": dict(method=F.fedsgd_epoch),
     "FedSGD": dict(method=F.fedsgd),
 }
+
+
+def skewed_client(labels, pool, rng, n, classes):
+    """``n`` indices from ``pool`` whose labels lie in ``classes`` classes drawn at random
+    (all ten: an IID client)."""
+    kept = rng.choice(10, classes, replace=False)
+    candidates = pool[np.isin(labels[pool], kept)]
+    return candidates[rng.choice(len(candidates), n, replace=False)]
 
 
 def lab08(ds, clients, first=0, epochs=None, methods=None, seed=3):
@@ -259,7 +282,7 @@ def lab08(ds, clients, first=0, epochs=None, methods=None, seed=3):
     rows = {e: {name: [] for name in methods} for e in epochs}
     guess_rows = {name: [] for name in ("blank", "pixel mean", "label mean")}
     for c in range(first + clients):
-        idx = EVAL[rng.choice(len(EVAL), n, replace=False)]
+        idx = skewed_client(ds.labels, EVAL, rng, n, cfg["classes"])
         if c < first:
             continue
         x, y = ds.images[idx], ds.labels[idx]
