@@ -18,6 +18,8 @@ import re
 import shutil
 import socket
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_server(server, url, log_path, name, timeout=180):
+    """Waits until ``url`` answers (any HTTP status counts); fails the test, with the
+    end of the server's log, if the process ``server`` exits or ``timeout`` s pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"{name} exited: " + Path(log_path).read_text())
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{name} did not answer within {timeout} s: "
+                        + Path(log_path).read_text()[-3000:])
+        time.sleep(0.5)
 
 
 # Finds the Live widgets' reconstruction images: an <img> in a box captioned

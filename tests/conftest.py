@@ -6,12 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from _browser import CHROMIUM, CHROMIUM_ARGS, NOTEBOOKS, free_port
+from _browser import CHROMIUM, CHROMIUM_ARGS, NOTEBOOKS, free_port, wait_for_server
 
 
 @pytest.fixture(scope="session")
@@ -77,20 +75,8 @@ def lab_server(tmp_path_factory):
     server = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                pytest.fail("JupyterLab exited: " + (home / "jupyterlab.log").read_text())
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("JupyterLab did not answer within 180 s: "
-                            + (home / "jupyterlab.log").read_text()[-3000:])
-            time.sleep(0.5)
+        wait_for_server(server, f"{base}/api/status?token={token}",
+                        home / "jupyterlab.log", "JupyterLab")
         yield base, token, root
     finally:
         server.terminate()

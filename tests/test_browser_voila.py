@@ -7,9 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 from _browser import (
@@ -19,6 +16,7 @@ from _browser import (
     free_port,
     hidden_controls,
     require_playwright,
+    wait_for_server,
 )
 
 pytestmark = NEEDS_CHROMIUM
@@ -41,21 +39,7 @@ def voila_dashboard(tmp_path_factory):
                               start_new_session=True)
     base = f"http://localhost:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                pytest.fail("Voilà exited: " + (home / "voila.log").read_text())
-            try:
-                with urllib.request.urlopen(f"{base}/api/kernelspecs", timeout=5):
-                    break
-            except urllib.error.HTTPError:
-                break  # it answers: that is all we wait for
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("Voilà did not answer within 180 s: "
-                            + (home / "voila.log").read_text()[-3000:])
-            time.sleep(0.5)
+        wait_for_server(server, f"{base}/api/kernelspecs", home / "voila.log", "Voilà")
         yield base
     finally:
         os.killpg(server.pid, signal.SIGTERM)
