@@ -16,6 +16,7 @@ from leakage_lab.checks._common import (
     _call,
     _close,
     _fail,
+    _grad_or_hint,
     _leafwise,
     _ok,
     _random_tree,
@@ -115,15 +116,9 @@ def gradient_distance(fn: Callable) -> None:
                   f"{want:.4g} on another: is something hard-coded?")
 
     # 3. The attack differentiates it under jit: it must be written with jax.numpy.
-    try:
-        grad = jax.jit(jax.grad(lambda cand: fn(a, cand)))(b)
-    except CheckFailed:
-        raise
-    except Exception as err:  # noqa: BLE001
-        _fail(
-            f"JAX could not differentiate {name} under jit ({type(err).__name__}). Use "
-            "jax.numpy (jnp.sum, not np.sum), and no float() or .item() on the values."
-        )
+    grad = _grad_or_hint(lambda cand: fn(a, cand), b, lambda err: (
+        f"JAX could not differentiate {name} under jit ({type(err).__name__}). Use "
+        "jax.numpy (jnp.sum, not np.sum), and no float() or .item() on the values."))
     expected = jax.tree.map(lambda x, y: 2.0 * (y - x), a, b)
     if not _trees_close(grad, expected):
         _fail(f"{name} has the right values, but its gradient is wrong: did you stop the "
@@ -323,16 +318,12 @@ def dlg_loss(fn: Callable) -> None:
     # 2. Its gradient, through the candidate's gradient, w.r.t. the image and the label.
     model, params, observed, images, logits = cases[0]
     want_x, want_u = _dlg_objective_grad(model, params, observed, images, logits)
-    try:
-        got_x, got_u = jax.jit(jax.grad(lambda x, u: fn(model, params, observed, x, u),
-                                        argnums=(0, 1)))(images, logits)
-    except CheckFailed:
-        raise
-    except Exception as err:  # noqa: BLE001
-        _fail(f"JAX could not differentiate {name} under jit ({type(err).__name__}: "
-              f"{str(err).splitlines()[0][:160]}). The attack differentiates your loss with "
-              "respect to the image, through the candidate's gradient: write it with jax "
-              "and jax.numpy only (no np.asarray, float() or .item()).")
+    got_x, got_u = _grad_or_hint(lambda xu: fn(model, params, observed, *xu),
+                                 (images, logits), lambda err: (
+        f"JAX could not differentiate {name} under jit ({type(err).__name__}: "
+        f"{str(err).splitlines()[0][:160]}). The attack differentiates your loss with "
+        "respect to the image, through the candidate's gradient: write it with jax "
+        "and jax.numpy only (no np.asarray, float() or .item())."))
     if not np.any(np.asarray(got_x)):
         _fail(f"{name} has the right values, but its gradient with respect to the image is "
               "zero: the candidate's gradient was cut off from the image "

@@ -13,11 +13,11 @@ import numpy as np
 
 from leakage_lab.checks._common import (
     _HALF_LOG_2PI,
-    CheckFailed,
     _call,
     _close,
     _fail,
     _flat,
+    _grad_or_hint,
     _ok,
     _random_tree,
     _scalar,
@@ -106,14 +106,9 @@ def gaussian_neg_log_likelihood(fn: Callable) -> None:
               "Write −log p(g | g') = Σ_i [(g_i − g'_i)² / (2σ²) + log σ + ½·log(2π)], the sum "
               "over every coordinate of every leaf.")
     tree = _random_tree(jax.random.key(50))
-    try:
-        grad = jax.jit(jax.grad(lambda c: fn(tree, c, 0.5)))(_random_tree(jax.random.key(51)))
-    except CheckFailed:
-        raise
-    except Exception as err:  # noqa: BLE001
-        _fail(f"JAX could not differentiate {name} under jit ({type(err).__name__}): use "
-              "jax.numpy and jax.tree.leaves, no float() or np. on the values.")
-    del grad
+    _grad_or_hint(lambda c: fn(tree, c, 0.5), _random_tree(jax.random.key(51)), lambda err: (
+        f"JAX could not differentiate {name} under jit ({type(err).__name__}): use "
+        "jax.numpy and jax.tree.leaves, no float() or np. on the values."))
     _ok(f"{name}: equals −ll.defenses.gaussian(σ).log_prob for σ = 0.5, 0.05 and 2, and JAX "
         "can differentiate it. Up to the constant it is ll.distances.l2 / (2σ²): DLG.")
 
