@@ -242,15 +242,28 @@ def quality(ds, shape, clients, steps, methods, modes, first=0, seed=2):
 #:     (η 0.04: 22.8 / 67 % vs 15.3 / 17 %; 400 steps: unchanged)
 #:   5 classes: 23.6 / 67 % vs 16.8 / 21 %; 6 classes: 22.4 / 62 % vs 16.9 / 29 %
 #: Ten evaluation clients: IID (the previous regime) 26.4 / 92.5 % vs 19.2 / 42.5 %
-#: (13.1 dB); four classes (this regime) 22.0 / 57.5 % vs 15.7 / 10.0 % (13.1 dB).
+#: (13.1 dB); four classes at the default rate 0.4: 22.0 / 57.5 % vs 15.7 / 10.0 %
+#: (13.1 dB); four classes at rate 0.2 (this regime, below): 23.0 / 70.0 % vs 15.5 / 11.2 %.
 #: On IID clients FedSGD keeps about half of the digits above 20 dB (legible in the
 #: figure); with four classes it stays near the label-mean guess and the simulation
-#: still recovers most digits, which is the paper's point made visible. No setting tried
-#: met all of the issue's bars (Ours >= FedSGD + 8 dB and >= label mean + 10 dB, Rec%
-#: >= 70 % vs <= 30 %). The ``lab08`` setting reports other clients, drawn from the
-#: evaluation half; benchmarks/results/fedavg_lab08.json holds its run over 10 of them.
+#: still recovers most digits, which is the paper's point made visible. Against the
+#: issue's bars (Ours >= FedSGD + 8 dB and >= label mean + 10 dB, Rec% >= 70 % vs
+#: <= 30 %), this regime meets both Rec% bars and misses the two PSNR bars narrowly
+#: (+7.5 dB over FedSGD, +9.95 dB over the label-mean guess).
+#: The attack's Adam rate (every method): the default 0.4 is the paper's for images
+#: normalised by FEMNIST's std (0.158), about 0.06 per pixel; this network works on raw
+#: pixels, and Ours's lowest loss came near step 100 of 200, then rose. Four classes, E = 10,
+#: tuning clients (seed 11: 3 clients, seed 12: 5), Ours (prior) mean PSNR / Rec%:
+#:   rate 0.4: 22.1 / 71 % (seed 11), 20.8 / 48 % (seed 12); 0.2: 23.1 / 71 %, 22.0 / 58 %;
+#:   seed 11 only: 0.1: 22.4 / 63 %, 0.05: 20.0 / 50 %; seed 12 only: 0.3: 21.3 / 58 %,
+#:   400 steps at 0.2 / 0.1: 22.0 / 60 %, 21.9 / 58 %, 0.2 with λ_inv 3 / 20: 21.7 / 58 %,
+#:   21.1 / 50 %; FedSGD 15.2-15.4 at 0.4, 0.2 or 0.1 (seeds 11 and 12);
+#:   the released code's layer-weighted L2 distance instead of the cosine (rate 0.4,
+#:   λ_inv 1): 20.5 / 58 % (seed 11), worse than the cosine here.
+#: The ``lab08`` setting reports other clients, drawn from the evaluation half;
+#: benchmarks/results/fedavg_lab08.json holds its run over 10 of them.
 LAB08 = dict(num_samples=8, batch_size=4, lr=0.05, classes=4, epochs=(1, 5, 10), steps=200,
-             prior=7.84, server_seed=1)
+             prior=7.84, attack_lr=0.2, server_seed=1)
 LAB08_METHODS = {
     "Ours (prior)": dict(method=F.per_batch, invariant_weight=LAB08["prior"]),
     "Ours (no prior)": dict(method=F.per_batch, invariant_weight=0.0),
@@ -275,6 +288,7 @@ def lab08(ds, clients, first=0, epochs=None, methods=None, seed=3):
     model = ll.models.mlp(num_classes=10, input_shape=(28, 28, 1))
     theta_s = model.init(jax.random.key(cfg["server_seed"]))
     n, m, lr = cfg["num_samples"], cfg["batch_size"], cfg["lr"]
+    optimizer = ll.optimizers.staircase_adam(cfg["attack_lr"])
     epochs = list(epochs or cfg["epochs"])
     methods = list(methods or LAB08_METHODS)
     public_x, public_y = ds.images[TUNE], ds.labels[TUNE]
@@ -296,7 +310,8 @@ def lab08(ds, clients, first=0, epochs=None, methods=None, seed=3):
             for name in methods:
                 res = ll.attacks.fedavg(model, theta_s, theta_c, label_counts=known, lr=lr,
                                         epochs=e, batch_size=m, steps=cfg["steps"],
-                                        key=jax.random.key(9000 + c), **LAB08_METHODS[name])
+                                        optimizer=optimizer, key=jax.random.key(9000 + c),
+                                        **LAB08_METHODS[name])
                 score = ll.metrics.baseline_scores(x, y, public_x, public_y,
                                                    attacks={name: res.images})[name]
                 rows[e][name].append((score.psnr, score.ssim, score.rec, res.seconds))
@@ -428,8 +443,9 @@ def main() -> None:
             out = lab08(ds, args.clients, args.first_client, epochs, methods)
         else:
             out = speed_vs_pytorch(args.repeats)
-        out["environment"] = environment()
-        out["total_seconds"] = round(time.perf_counter() - start, 1)
+        out = {"command": "python benchmarks/fedavg.py " + " ".join(sys.argv[1:]), **out,
+               "environment": environment(),
+               "total_seconds": round(time.perf_counter() - start, 1)}
         print(json.dumps(out))
         return
     if args.data == "femnist-like":
