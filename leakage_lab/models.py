@@ -234,12 +234,16 @@ def _hashable(value) -> bool:
     return True
 
 
-def _normalise_common(args: dict, who: str = "models.lenet") -> dict:
+def _normalise_common(args: dict, who: str) -> dict:
     args["input_shape"] = _check_args(args["num_classes"], args["input_shape"])
     args["num_classes"] = operator.index(args["num_classes"])
     args["normalization"] = as_normalization(args["normalization"], args["input_shape"][-1],
                                              who, where="input_shape has")
     return args
+
+
+def _normalise_lenet(args: dict) -> dict:
+    return _normalise_common(args, "models.lenet")
 
 
 def _normalise_convnet(args: dict) -> dict:
@@ -320,7 +324,7 @@ def _finish(name, input_shape, num_classes, init, body, head, dense_layers,
                  apply_with_taps, normalization)
 
 
-@_cached(_normalise_common)
+@_cached(_normalise_lenet)
 def lenet(num_classes: int = 10, input_shape=(32, 32, 3), normalization=None) -> Model:
     """The sigmoid LeNet of Deep Leakage from Gradients (Zhu et al., NeurIPS 2019).
 
