@@ -29,6 +29,12 @@ The last line printed is the JSON; ``--out`` also writes it (with the command us
 
     python benchmarks/fedavg_paper_scale.py --epochs 1 --clients 10 --before
     python benchmarks/fedavg_paper_scale.py --devices
+    python benchmarks/fedavg_paper_scale.py --ablation --clients 4 --out
+
+``--ablation`` separates what makes the two presets differ at E = 1 (``ABLATION``): the
+"paper" preset with one released-code setting swapped in at a time, and the
+"released-code" preset with the paper's distance or iterate swapped back; it writes
+``benchmarks/results/fedavg_paper_scale_ablation.json``.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "fedavg_paper_scale.json"
+ABLATION_RESULTS = HERE / "results" / "fedavg_paper_scale_ablation.json"
 LR, N, M = 0.004, 50, 5
 METHODS = {   # name in the paper's Table 1 -> (fedavg method, invariant_weight or None)
     "Ours (prior)": ("per_batch", None),
@@ -92,34 +99,46 @@ def summarise(psnrs: list[np.ndarray], seconds: list[float] | None = None) -> di
     return out
 
 
+def prepare(epochs: int, clients: int, classes: int, first: int = 0):
+    """The network (normalising its input), its weights, clients first.. (images, labels),
+    their label counts, the update-free guesses' per-image PSNRs, and ``updates(net)``:
+    the clients' weights after E epochs of ``net`` (they feed it pixels)."""
+    import jax
+
+    ll, ds, public, private = setup(classes)
+    model = ll.models.convnet(ds.num_classes, (28, 28, 1), conv=ll.nn.conv2d_im2col,
+                              normalization=public)
+    params = model.init(jax.random.key(0))
+    data = clients_data(private, clients, first)
+    counts = np.stack([np.bincount(y, minlength=ds.num_classes) for _, y in data])
+    guesses: dict = {k: [] for k in GUESS_KEYS.values()}
+    for x, y in data:
+        table = ll.metrics.baseline_scores(x, y, public.images, public.labels)
+        for name, key in GUESS_KEYS.items():
+            guesses[key].append(table[name].psnrs.tolist())
+
+    def updates(net):
+        return [ll.fl.client_update(net, params, x, y, lr=LR, epochs=epochs, batch_size=M,
+                                    key=jax.random.key(1000 + c))
+                for c, (x, y) in enumerate(data, start=first)]
+
+    return ll, ds, model, params, data, counts, guesses, updates
+
+
 def run_table(epochs: int, presets: list[str], methods: list[str], clients: int,
               steps_scale: float, classes: int, first: int = 0, before: bool = False) -> dict:
     """Raw per-image PSNRs of every (preset, method) and guess, for clients first.. ."""
     import jax
 
-    ll, ds, public, private = setup(classes)
     from leakage_lab import fedavg as F
 
+    ll, ds, model, params, data, counts, guesses, updates = prepare(epochs, clients,
+                                                                     classes, first)
+    # The library before the normalised working space: the same weights, no normalisation.
     plain = ll.models.convnet(ds.num_classes, (28, 28, 1), conv=ll.nn.conv2d_im2col)
-    model = ll.models.convnet(ds.num_classes, (28, 28, 1), conv=ll.nn.conv2d_im2col,
-                              normalization=public)
-    params = model.init(jax.random.key(0))   # the same weights as plain.init's
-    data = clients_data(private, clients, first)
     batches = -(-N // M)
-    raw: dict = {"guesses": {k: [] for k in GUESS_KEYS.values()}, "presets": {},
-                 "same_as": {}}
+    raw: dict = {"guesses": guesses, "presets": {}, "same_as": {}}
     xs = [x for x, _ in data]
-    counts = np.stack([np.bincount(y, minlength=ds.num_classes) for _, y in data])
-    for x, y in data:
-        table = ll.metrics.baseline_scores(x, y, public.images, public.labels)
-        for name, key in GUESS_KEYS.items():
-            raw["guesses"][key].append(table[name].psnrs.tolist())
-
-    def updates(net):   # the clients feed pixels
-        return [ll.fl.client_update(net, params, x, y, lr=LR, epochs=epochs, batch_size=M,
-                                    key=jax.random.key(1000 + c))
-                for c, (x, y) in enumerate(data, start=first)]
-
     thetas = updates(model)
     runs = [(preset, name) for preset in presets for name in methods]
     if before:
@@ -207,6 +226,55 @@ def summary(parts: list[dict]) -> dict:
     return out
 
 
+#: ``--ablation``: which of the released code's settings makes its preset score higher at
+#: E = 1 (where "Ours", "Ours (no prior)" and "Shared" coincide and λ_inv does not act).
+#: Each row is a preset with some of its settings replaced (``PRESETS`` keys).
+ABLATION = {
+    "paper": ("paper", {}),
+    "paper, layer-weighted L2 distance": ("paper", {"distance": "layer-l2"}),
+    "paper, ramp 1 -> 2": ("paper", {"ramp": 2.0}),
+    "paper, L2 and ramp": ("paper", {"distance": "layer-l2", "ramp": 2.0}),
+    "paper, smooth decay": ("paper", {"optimizer": ("smooth", 0.4, 0.995, 10)}),
+    "paper, last iterate": ("paper", {"keep": "last"}),
+    "paper, 400 steps": ("paper", {"steps": 400}),
+    "released-code": ("released-code", {}),
+    "released-code, cosine distance": ("released-code", {"distance": "cosine"}),
+    "released-code, lowest-loss iterate": ("released-code", {"keep": "best"}),
+}
+
+
+def ablation(clients: int, first: int = 0) -> dict:
+    """Mean PSNR and Rec% of "Ours (prior)" at E = 1 under every row of ``ABLATION``, on
+    the clients first.., beside the guesses. A row runs as a preset registered for the
+    run under a temporary name (the library's presets are not changed)."""
+    import jax
+
+    from leakage_lab import fedavg as F
+
+    ll, ds, model, params, data, counts, guesses, updates = prepare(1, clients, 10, first)
+    thetas = updates(model)
+    out = {"E": 1, "method": "Ours (prior)", "clients": list(range(first, first + clients)),
+           "guesses": {k: summarise([np.asarray(v) for v in vs]) for k, vs in guesses.items()},
+           "rows": {}}
+    for name, (base, changes) in ABLATION.items():
+        F.PRESETS["_ablation"] = {**F.PRESETS[base], **changes}
+        try:
+            res = ll.attacks.fedavg(model, params, thetas, label_counts=counts, lr=LR,
+                                    epochs=1, batch_size=M, key=jax.random.key(7000 + first),
+                                    preset="_ablation", independent=True)
+        finally:
+            del F.PRESETS["_ablation"]
+        psnrs = [ll.metrics.score_batch(res.images[c * N:(c + 1) * N], x).psnr
+                 for c, (x, _) in enumerate(data)]
+        row = {"base": base, "changes": changes, **summarise(psnrs)}
+        out["rows"][name] = row
+        log(f"  ablation {name}: {row['mean_psnr']:.2f} dB, Rec {row['rec_pct']:.1f}% "
+            f"({res.seconds:.0f} s)")
+    for row in out["rows"].values():
+        row["vs_base_db"] = round(row["mean_psnr"] - out["rows"][row["base"]]["mean_psnr"], 2)
+    return out
+
+
 def devices_worker(devices: int, clients: int, steps: int) -> dict:
     """Clients per second of independent=True on this process's forced CPU devices."""
     import jax
@@ -256,6 +324,9 @@ def main() -> None:
     parser.add_argument("--device-steps", type=int, default=20)
     parser.add_argument("--devices-worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--skip-table", action="store_true")
+    parser.add_argument("--ablation", action="store_true",
+                        help="only the ABLATION rows on --clients clients (--out: "
+                             f"{ABLATION_RESULTS.name})")
     parser.add_argument("--part", default=None,
                         help="write the raw per-image PSNRs of this run to PART (JSON)")
     parser.add_argument("--combine", nargs="+", default=None, metavar="PART",
@@ -284,6 +355,13 @@ def main() -> None:
            "note": args.note,
            "paper_table1_femnist_E10": {k: {"rec_pct": v[0], "mean_psnr": v[1]}
                                         for k, v in PAPER_TABLE1.items()}}
+    if args.ablation:
+        out.update(ablation(args.clients, args.first_client))
+        out["total_seconds"] = round(time.perf_counter() - start, 1)
+        if args.out:
+            ABLATION_RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+        print(json.dumps(out))
+        return
     presets = [p for p in args.presets.split(",") if p]
     methods = [m for m in args.methods.split(",") if m]
     parts = []
