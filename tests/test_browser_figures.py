@@ -28,15 +28,16 @@ FIGURES_JS = """() => [...document.querySelectorAll('.jp-OutputArea-output img')
                         complete: img.complete}; })"""
 
 @pytest.fixture(scope="module")
-def figure_pages(built_site, tmp_path_factory):
+def figure_pages(request, tmp_path_factory):
     """The executed pages of labs 01 (the session's site), 05 and 08 (built here, quick
-    mode, through the same command)."""
+    mode, through the same command). Labs 05 and 08 are built first: under xdist another
+    worker may be building the session's site, and this worker would only wait for it."""
     out = tmp_path_factory.mktemp("site_05_08")
     command = [sys.executable, "-m", "leakage_lab.cli", "site", str(out), "--quick",
                "--labs", "05,08"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, f"the site build failed:\n{done.stdout}\n{done.stderr}"
-    pages = {"01": built_site[0] / "01_dlg.html"}
+    pages = {"01": request.getfixturevalue("built_site")[0] / "01_dlg.html"}
     for number in ("05", "08"):
         found = sorted(out.glob(f"{number}_*.html"))
         assert found, f"no page for lab {number} in {out}: {sorted(p.name for p in out.iterdir())}"
